@@ -1,0 +1,105 @@
+// The event arena: per-thread single-producer rings in one shared mapping.
+//
+// Layout (one mmap, MAP_SHARED over a memfd or a file):
+//   ArenaHeader | SlotHeader[slot_count] | Event[slot_count][ring_capacity]
+// A thread that records its first event claims a slot with one atomic
+// fetch_add (the lock-free registry); slots are never freed while the arena
+// lives, so a slot pointer stays valid for every reader. When all slots are
+// taken, further threads' events are counted in ArenaHeader::dropped_no_slot.
+//
+// Because everything lives in a shared mapping, a forked child writes into the
+// same rings its parent reads, and a supervisor holding the mapping (or the
+// file behind it) keeps every event a crashed runner had written.
+//
+// Threads: any thread may Claim(); a slot's head_/dropped_ are written only by
+// its owning thread, tail_ only by the one consumer (the Collector).
+#pragma once
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "recorder/event.h"
+
+namespace gilscope::recorder {
+
+inline constexpr std::uint64_t kArenaMagic = 0x31415347494c4753ull;  // "SGLIGS41"
+inline constexpr std::size_t kThreadNameSize = 64;
+
+struct ArenaConfig {
+  std::uint32_t slot_count = 1024;
+  std::uint32_t ring_capacity = 1u << 17;  // events per thread; a power of two
+};
+
+struct alignas(64) ArenaHeader {
+  std::uint64_t magic;
+  std::uint32_t slot_count;
+  std::uint32_t ring_capacity;
+  // Next slot to hand out; may run past slot_count (then the claim failed).
+  std::atomic<std::uint32_t> next_slot;
+  std::atomic<std::uint64_t> dropped_no_slot;
+};
+
+enum class SlotState : std::uint32_t { kFree = 0, kClaiming = 1, kActive = 2, kExited = 3 };
+
+struct alignas(64) SlotHeader {
+  // kFree -> kClaiming (claimer fills the identity) -> kActive (release:
+  // identity visible) -> kExited (thread ended; ring may still hold events).
+  std::atomic<SlotState> state;
+  std::uint32_t pid;
+  std::uint64_t native_id;
+  // Written by the owning thread (under the GIL, from Python), read after the
+  // run or racily for display; always NUL-terminated within the array.
+  char name[kThreadNameSize];
+  // Producer side. head_ counts events ever written; release-stored after the
+  // event is in place so the consumer's acquire-load sees whole events.
+  alignas(64) std::atomic<std::uint64_t> head;
+  std::atomic<std::uint64_t> dropped;  // only the producer writes (relaxed)
+  // Consumer side. tail_ counts events consumed; release-stored after the
+  // consumer copied them so the producer may overwrite those cells.
+  alignas(64) std::atomic<std::uint64_t> tail;
+};
+
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
+              "rings are shared across processes: atomics must be lock-free");
+
+class Arena {
+ public:
+  // Maps a fresh arena. With an empty path the mapping is an anonymous memfd;
+  // otherwise the file is created (truncated) at path. Throws std::runtime_error.
+  static std::unique_ptr<Arena> Create(const ArenaConfig& config, const std::string& path = "");
+
+  ~Arena();
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+
+  // Claims a slot for the calling thread. Lock-free, never allocates; returns
+  // nullptr (and counts nothing: the caller counts its drops) when all are taken.
+  SlotHeader* Claim(std::uint64_t native_id, std::uint32_t pid) noexcept;
+
+  ArenaHeader& header() noexcept { return *header_; }
+  std::uint32_t slot_count() const noexcept { return header_->slot_count; }
+  std::uint32_t ring_capacity() const noexcept { return header_->ring_capacity; }
+  // Slots handed out so far (each may still be kClaiming for a moment).
+  std::uint32_t claimed() const noexcept;
+  SlotHeader& slot(std::uint32_t i) noexcept { return slots_[i]; }
+  Event* ring(std::uint32_t i) noexcept { return rings_ + std::size_t{i} * header_->ring_capacity; }
+  std::uint32_t index_of(const SlotHeader* slot) const noexcept {
+    return static_cast<std::uint32_t>(slot - slots_);
+  }
+  std::size_t mapped_bytes() const noexcept { return bytes_; }
+
+ private:
+  Arena() = default;
+
+  void* base_ = nullptr;
+  std::size_t bytes_ = 0;
+  int fd_ = -1;
+  ArenaHeader* header_ = nullptr;
+  SlotHeader* slots_ = nullptr;
+  Event* rings_ = nullptr;
+};
+
+}  // namespace gilscope::recorder

@@ -1,0 +1,17 @@
+#include "recorder/event.h"
+
+namespace gilscope::recorder {
+
+const char* KindName(EventKind kind) {
+  switch (kind) {
+    case EventKind::kRequest: return "request";
+    case EventKind::kWaitTimeout: return "wait_timeout";
+    case EventKind::kAcquired: return "acquired";
+    case EventKind::kReleased: return "released";
+    case EventKind::kThreadState: return "thread_state";
+    case EventKind::kThreadExit: return "thread_exit";
+  }
+  return "unknown";
+}
+
+}  // namespace gilscope::recorder

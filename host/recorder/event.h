@@ -1,0 +1,56 @@
+// The one record the GIL hooks write: a fixed-size, trivially copyable event.
+//
+// Events are produced on the hot path (inside pthread calls made by CPython's
+// take_gil/drop_gil), so the type is a 16-byte POD: a timestamp and a tagged
+// kind. Each thread writes its own ring, so the thread is implicit in where an
+// event is stored, not in the event itself.
+//
+// This header knows nothing of CPython.
+#pragma once
+
+#include <cstdint>
+#include <type_traits>
+
+namespace gilscope::recorder {
+
+enum class EventKind : std::uint8_t {
+  // take_gil began: the thread asks for the GIL (it locked the GIL's mutex).
+  kRequest = 1,
+  // A timed wait for the GIL elapsed while another thread still held it.
+  // With kFlagDropRequest it was the timeout that set the drop request
+  // (no switch happened during the wait), as CPython's take_gil does.
+  kWaitTimeout = 2,
+  // The thread now holds the GIL (take_gil signalled switch_cond).
+  // With kFlagAtStart: synthetic, the thread already held it when recording began.
+  kAcquired = 3,
+  // The thread released the GIL (drop_gil signalled the GIL's cond).
+  // With kFlagForced: a drop request was pending, so the release was forced
+  // (FORCE_SWITCHING); without it the release was voluntary (a blocking call).
+  kReleased = 4,
+  // The PyThreadState used by this thread's following acquisitions changed.
+  // `ts` carries the PyThreadState address instead of a time: CPython counts a
+  // switch whenever the acquiring thread state differs from the last holder.
+  kThreadState = 5,
+  // The thread is exiting (its recorder slot's destructor ran).
+  kThreadExit = 6,
+};
+
+inline constexpr std::uint16_t kFlagDropRequest = 1u << 0;
+inline constexpr std::uint16_t kFlagAtStart = 1u << 1;
+inline constexpr std::uint16_t kFlagForced = 1u << 2;
+
+struct Event {
+  std::uint64_t ts;   // monotonic nanoseconds (kThreadState: the address)
+  EventKind kind;
+  std::uint8_t gil;   // index of the GIL in the run's GIL table
+  std::uint16_t flags;
+  std::uint32_t aux;  // reserved, zero
+};
+
+static_assert(sizeof(Event) == 16, "Event is 16 bytes: it is written on the hot path and streamed raw");
+static_assert(std::is_trivially_copyable_v<Event>);
+static_assert(std::is_standard_layout_v<Event>);
+
+const char* KindName(EventKind kind);
+
+}  // namespace gilscope::recorder

@@ -1,0 +1,90 @@
+#include "recorder/producer.h"
+
+#include <pthread.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstring>
+
+#include "recorder/clock.h"
+
+namespace gilscope::recorder {
+namespace internal {
+
+thread_local ProducerTls t_producer{};
+
+}  // namespace internal
+
+namespace {
+
+// acquire/release: threads that read the arena pointer see the arena the
+// installer built.
+std::atomic<Arena*> g_arena{nullptr};
+pthread_key_t g_exit_key;
+std::atomic<bool> g_key_ready{false};
+
+void OnThreadExit(void* slot_ptr) {
+  auto* slot = static_cast<SlotHeader*>(slot_ptr);
+  if (slot == nullptr || internal::t_producer.slot != slot) return;
+  Record(EventKind::kThreadExit, 0, 0, NowNs());
+  slot->state.store(SlotState::kExited, std::memory_order_release);
+  internal::t_producer = {};
+  internal::t_producer.no_slot = true;  // no more events from a dying thread
+}
+
+void AfterForkInChild() {
+  // Only the forking thread survives, and its slot belongs to the parent's
+  // thread of the same name: the child must claim a slot of its own.
+  internal::t_producer = {};
+}
+
+}  // namespace
+
+void Install(Arena* arena) {
+  if (!g_key_ready.exchange(true)) {
+    pthread_key_create(&g_exit_key, &OnThreadExit);
+    pthread_atfork(nullptr, nullptr, &AfterForkInChild);
+  }
+  internal::t_producer = {};
+  g_arena.store(arena, std::memory_order_release);
+}
+
+Arena* Installed() noexcept { return g_arena.load(std::memory_order_acquire); }
+
+namespace internal {
+
+bool ClaimSlow() noexcept {
+  Arena* arena = g_arena.load(std::memory_order_acquire);
+  if (arena == nullptr) return false;
+  SlotHeader* slot = arena->Claim(static_cast<std::uint64_t>(syscall(SYS_gettid)),
+                                  static_cast<std::uint32_t>(getpid()));
+  if (slot == nullptr) {
+    t_producer.no_slot = true;
+    return false;
+  }
+  t_producer.slot = slot;
+  t_producer.ring = arena->ring(arena->index_of(slot));
+  t_producer.mask = arena->ring_capacity() - 1;
+  t_producer.cached_tail = 0;
+  if (g_key_ready.load(std::memory_order_relaxed)) pthread_setspecific(g_exit_key, slot);
+  return true;
+}
+
+void CountNoSlot() noexcept {
+  if (Arena* arena = g_arena.load(std::memory_order_acquire)) {
+    arena->header().dropped_no_slot.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+}  // namespace internal
+
+void SetCurrentThreadName(std::string_view name) noexcept {
+  internal::ProducerTls& p = internal::t_producer;
+  if (p.slot == nullptr && (p.no_slot || !internal::ClaimSlow())) return;
+  const std::size_t n = std::min(name.size(), kThreadNameSize - 1);
+  std::memcpy(p.slot->name, name.data(), n);
+  p.slot->name[n] = '\0';
+}
+
+}  // namespace gilscope::recorder
