@@ -1,0 +1,44 @@
+/* The per-version window into CPython's GIL: where its mutex and condition
+ * variables live, and CPython's own switch counter.
+ *
+ * Implemented in C (gil_shim.c), compiled with Py_BUILD_CORE against the
+ * chosen CPython's internal headers, because struct _gil_runtime_state and
+ * its location differ between versions:
+ *   3.11:  one GIL for the runtime, _PyRuntime.ceval.gil
+ *   3.12+: interp->ceval.gil, one per own-GIL interpreter
+ * PRECONDITION for every function: the caller holds the GIL of `interp`. */
+#ifndef GILSCOPE_HOOKS_GIL_SHIM_H_
+#define GILSCOPE_HOOKS_GIL_SHIM_H_
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct gilscope_gil_addresses {
+  const void* gil;               /* struct _gil_runtime_state* */
+  const void* mutex;             /* gil->mutex (pthread_mutex_t) */
+  const void* cond;              /* gil->cond */
+  const void* switch_mutex;      /* gil->switch_mutex */
+  const void* switch_cond;       /* gil->switch_cond */
+  const int* locked;             /* gil->locked (an int in every version) */
+  const unsigned long* switch_number;
+  void* const* last_holder;      /* PyThreadState* of the last holder */
+} gilscope_gil_addresses;
+
+/* `interp` is a PyInterpreterState*; NULL means the current one.
+ * Returns 0 on success, -1 when the interpreter has no GIL. */
+int gilscope_gil_addresses_of(void* interp, gilscope_gil_addresses* out);
+
+/* The current PyThreadState*, as an integer (0 when none). */
+uintptr_t gilscope_current_tstate(void);
+
+/* Whether interp shares the main interpreter's GIL (always 1 on 3.11). */
+int gilscope_interp_shares_main_gil(void* interp);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* GILSCOPE_HOOKS_GIL_SHIM_H_ */

@@ -1,0 +1,92 @@
+// Which pthread objects belong to a GIL, and what each hooked call on them means.
+//
+// The interposed pthread functions (pthread_hooks.cc) ask Find() about every
+// mutex or condition variable they are given. Find() is the whole cost for
+// every object that is not a GIL's: one relaxed load from an open-addressed
+// table and one compare (the table is sparse, so the slot is almost always
+// empty). A hit dispatches to the On* handlers below, which turn CPython's
+// take_gil/drop_gil protocol into recorder events:
+//
+//   take_gil: lock(gil->mutex)             -> kRequest (if not already holding)
+//             timedwait(gil->cond) timeout -> kWaitTimeout (+drop request?)
+//             signal(gil->switch_cond)     -> kAcquired
+//   drop_gil: signal(gil->cond)            -> kReleased (forced if a drop
+//                                             request was made during the hold)
+//
+// No CPython include: the addresses come from the shim as plain pointers.
+// Watch/Unwatch may run while other threads call Find(); entries are
+// published with release stores.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+
+namespace gilscope::hooks {
+
+struct GilAddresses {
+  const void* mutex = nullptr;
+  const void* cond = nullptr;
+  const void* switch_cond = nullptr;
+  const int* locked = nullptr;                  // gil->locked
+  const unsigned long* switch_number = nullptr; // gil->switch_number
+  void* const* last_holder = nullptr;           // gil->last_holder
+};
+
+inline constexpr int kMaxGils = 255;  // Event::gil is a byte
+
+// Starts watching a GIL; returns its index (the events' `gil` field) or -1
+// when the table is full. If the calling thread holds this GIL now, pass
+// caller_holds = true and its PyThreadState: a synthetic kAcquired
+// (kFlagAtStart) opens its hold so later releases pair up.
+// PRECONDITION: the caller holds this GIL (its fields are read).
+int WatchGil(const GilAddresses& gil, bool caller_holds, std::uintptr_t caller_tstate);
+// Stops recording every GIL. Calls in flight may still complete their event.
+void UnwatchAll();
+int WatchedGilCount();
+
+// Snapshot of CPython's own switch counter.
+// PRECONDITION: the caller holds that GIL, so the counter cannot move.
+unsigned long CpythonSwitchNumber(int gil);
+
+namespace internal {
+
+enum class ObjectKind : std::uint8_t { kGilMutex = 1, kGilCond = 2, kSwitchCond = 3 };
+
+struct WatchEntry {
+  ObjectKind kind;
+  std::uint8_t gil;
+};
+
+inline constexpr int kTableBits = 10;
+inline constexpr std::uintptr_t kTableMask = (std::uintptr_t{1} << kTableBits) - 1;
+inline constexpr std::uintptr_t kTombstone = 1;  // never a real object address
+
+extern std::atomic<std::uintptr_t> g_keys[std::uintptr_t{1} << kTableBits];
+extern WatchEntry g_entries[std::uintptr_t{1} << kTableBits];
+
+inline std::uintptr_t Slot(std::uintptr_t key) {
+  return (key * 0x9E3779B97F4A7C15ull) >> (64 - kTableBits);
+}
+
+const WatchEntry* FindSlow(std::uintptr_t key, std::uintptr_t slot) noexcept;
+
+}  // namespace internal
+
+// The hot-path filter. nullptr for every object that is not a watched GIL's.
+inline const internal::WatchEntry* Find(const void* object) noexcept {
+  const auto key = reinterpret_cast<std::uintptr_t>(object);
+  const std::uintptr_t slot = internal::Slot(key);
+  // relaxed: a miss needs no ordering; a hit re-reads with acquire in FindSlow.
+  const std::uintptr_t k = internal::g_keys[slot].load(std::memory_order_relaxed);
+  if (k == 0) [[likely]] return nullptr;
+  return internal::FindSlow(key, slot);
+}
+
+// The handlers, called only on a hit. They never throw, lock or allocate.
+void OnGilMutexLock(const internal::WatchEntry& e) noexcept;
+// Called with the GIL's mutex held, before and after the real timed wait.
+unsigned long OnGilTimedWaitBegin(const internal::WatchEntry& e) noexcept;
+void OnGilTimedWaitEnd(const internal::WatchEntry& e, int rc, unsigned long saved_switch) noexcept;
+void OnGilCondSignal(const internal::WatchEntry& e) noexcept;
+
+}  // namespace gilscope::hooks

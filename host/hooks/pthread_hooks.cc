@@ -1,0 +1,106 @@
+// The interposed pthread functions.
+//
+// The gilscope executable defines pthread_mutex_lock, pthread_cond_timedwait
+// and pthread_cond_signal and exports them (ENABLE_EXPORTS), so libpython's
+// calls through its PLT, and those of extension modules loaded later, land
+// here first. Each forwards to the real glibc function; only calls on a
+// watched GIL's objects (hooks::Find) do any recording.
+//
+// The real functions are resolved in a constructor that runs before main(),
+// so before any thread exists. The condvar calls are resolved by version
+// (GLIBC_2.3.2, the current ABI) because glibc still carries the old
+// GLIBC_2.2.5 condvars under the same names.
+#include <dlfcn.h>
+#include <pthread.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstdlib>
+
+#include "hooks/gil_watch.h"
+#include "hooks/pthread_hooks.h"
+
+namespace {
+
+using MutexLockFn = int (*)(pthread_mutex_t*);
+using CondTimedWaitFn = int (*)(pthread_cond_t*, pthread_mutex_t*, const struct timespec*);
+using CondSignalFn = int (*)(pthread_cond_t*);
+
+MutexLockFn g_real_mutex_lock = nullptr;
+CondTimedWaitFn g_real_cond_timedwait = nullptr;
+CondSignalFn g_real_cond_signal = nullptr;
+
+void* Resolve(const char* name, const char* version) {
+  void* f = version ? dlvsym(RTLD_NEXT, name, version) : dlsym(RTLD_NEXT, name);
+  if (f == nullptr) {
+    std::fprintf(stderr, "gilscope: cannot resolve the real %s: %s\n", name, dlerror());
+    std::abort();
+  }
+  return f;
+}
+
+__attribute__((constructor(101))) void ResolveRealFunctions() {
+  g_real_mutex_lock = reinterpret_cast<MutexLockFn>(Resolve("pthread_mutex_lock", nullptr));
+  g_real_cond_timedwait =
+      reinterpret_cast<CondTimedWaitFn>(Resolve("pthread_cond_timedwait", "GLIBC_2.3.2"));
+  g_real_cond_signal = reinterpret_cast<CondSignalFn>(Resolve("pthread_cond_signal", "GLIBC_2.3.2"));
+}
+
+// A call that arrives before the constructor (another library's constructor
+// locking a mutex) resolves on the spot; still single-threaded then.
+inline MutexLockFn RealMutexLock() {
+  if (g_real_mutex_lock == nullptr) [[unlikely]] ResolveRealFunctions();
+  return g_real_mutex_lock;
+}
+inline CondTimedWaitFn RealCondTimedWait() {
+  if (g_real_cond_timedwait == nullptr) [[unlikely]] ResolveRealFunctions();
+  return g_real_cond_timedwait;
+}
+inline CondSignalFn RealCondSignal() {
+  if (g_real_cond_signal == nullptr) [[unlikely]] ResolveRealFunctions();
+  return g_real_cond_signal;
+}
+
+}  // namespace
+
+namespace gilscope::hooks {
+
+bool Interposed() {
+  // If the executable's definitions were not the ones the dynamic linker bound,
+  // the default lookup would not find ours.
+  return dlsym(RTLD_DEFAULT, "pthread_mutex_lock") == reinterpret_cast<void*>(&pthread_mutex_lock);
+}
+
+}  // namespace gilscope::hooks
+
+extern "C" {
+
+__attribute__((visibility("default"))) int pthread_mutex_lock(pthread_mutex_t* mutex) {
+  if (const auto* e = gilscope::hooks::Find(mutex)) [[unlikely]] {
+    gilscope::hooks::OnGilMutexLock(*e);
+  }
+  return RealMutexLock()(mutex);
+}
+
+__attribute__((visibility("default"))) int pthread_cond_timedwait(pthread_cond_t* cond,
+                                                                  pthread_mutex_t* mutex,
+                                                                  const struct timespec* abstime) {
+  if (const auto* e = gilscope::hooks::Find(cond)) [[unlikely]] {
+    const unsigned long saved = gilscope::hooks::OnGilTimedWaitBegin(*e);
+    const int rc = RealCondTimedWait()(cond, mutex, abstime);
+    const int saved_errno = errno;
+    gilscope::hooks::OnGilTimedWaitEnd(*e, rc, saved);
+    errno = saved_errno;
+    return rc;
+  }
+  return RealCondTimedWait()(cond, mutex, abstime);
+}
+
+__attribute__((visibility("default"))) int pthread_cond_signal(pthread_cond_t* cond) {
+  if (const auto* e = gilscope::hooks::Find(cond)) [[unlikely]] {
+    gilscope::hooks::OnGilCondSignal(*e);
+  }
+  return RealCondSignal()(cond);
+}
+
+}  // extern "C"
