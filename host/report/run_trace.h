@@ -1,0 +1,59 @@
+// What a finished run hands to analysis: every thread's event stream plus the
+// facts about the run that the events do not carry (GILs, CPython's own
+// counters, the recording window, what was run and how it ended).
+//
+// Plain data, no CPython and no I/O: analysis and the writers are pure
+// functions of a RunTrace, so tests build one by hand.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "recorder/event.h"
+
+namespace gilscope::report {
+
+struct GilInfo {
+  std::uint32_t id = 0;           // the `gil` field of events on this GIL
+  std::int64_t interpreter = 0;   // CPython interpreter id owning it (0: main)
+  // CPython's own gil->switch_number at the start and end of the window.
+  std::uint64_t cpython_switch_start = 0;
+  std::uint64_t cpython_switch_end = 0;
+  // PyThreadState that held the GIL when the window opened (0: none), so the
+  // first acquisition in the window is compared with the right last holder.
+  std::uint64_t holder_tstate_at_start = 0;
+};
+
+struct ThreadTrace {
+  std::uint64_t native_id = 0;    // gettid()
+  std::uint32_t pid = 0;
+  std::string name;               // Python thread name; empty when unknown
+  std::uint64_t dropped = 0;      // events lost to a full ring
+  std::vector<recorder::Event> events;  // in the order the thread wrote them
+};
+
+struct RunInfo {
+  std::string gilscope_version;
+  std::string python_version;     // full CPython version, e.g. "3.13.0"
+  std::string script;
+  std::vector<std::string> args;
+  std::string mode = "main";
+  int instances = 1;
+  std::string status = "ok";      // ok | error | timeout | deadlock | crashed
+  int exit_code = 0;
+  double switch_interval_s = 0.005;
+};
+
+struct RunTrace {
+  RunInfo info;
+  // The recording window in the events' clock (monotonic ns). Intervals are
+  // clipped to it; CPython's counters were read at exactly these moments.
+  std::uint64_t start_ns = 0;
+  std::uint64_t end_ns = 0;
+  std::vector<GilInfo> gils;
+  std::vector<ThreadTrace> threads;
+  std::uint64_t dropped_no_slot = 0;  // events from threads that found no free recorder slot
+};
+
+}  // namespace gilscope::report
