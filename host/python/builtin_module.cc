@@ -1,0 +1,94 @@
+#include "python/builtin_module.h"
+
+#include <Python.h>
+
+#include <string_view>
+#include <utility>
+
+#include "python/py_error.h"
+#include "python/py_ref.h"
+#include "recorder/producer.h"
+
+namespace gilscope::python {
+namespace {
+
+std::function<void()> g_on_stop;
+
+PyObject* SetThreadName(PyObject*, PyObject* arg) {
+  Py_ssize_t size = 0;
+  const char* name = PyUnicode_AsUTF8AndSize(arg, &size);
+  if (name == nullptr) return nullptr;
+  recorder::SetCurrentThreadName(std::string_view(name, static_cast<std::size_t>(size)));
+  Py_RETURN_NONE;
+}
+
+PyObject* Stop(PyObject*, PyObject*) {
+  if (g_on_stop) {
+    auto on_stop = std::exchange(g_on_stop, nullptr);
+    on_stop();
+  }
+  Py_RETURN_NONE;
+}
+
+PyMethodDef g_methods[] = {
+    {"_set_thread_name", SetThreadName, METH_O, "Name the calling thread in gilscope's recorder."},
+    {"_stop", Stop, METH_NOARGS, "End gilscope's recording window (called from atexit)."},
+    {nullptr, nullptr, 0, nullptr},
+};
+
+PyModuleDef g_module = {
+    PyModuleDef_HEAD_INIT, "_gilscope", "gilscope host hooks (internal).", -1, g_methods,
+    nullptr, nullptr, nullptr, nullptr,
+};
+
+PyObject* InitModule() { return PyModule_Create(&g_module); }
+
+// Runs in a private namespace, never in __main__: the script must see the
+// same globals it would under plain python.
+constexpr const char* kHelpers = R"PY(
+import atexit, threading, _gilscope
+
+def _install():
+    original = threading.Thread._bootstrap_inner
+    set_name = _gilscope._set_thread_name
+
+    def _bootstrap_inner(self):
+        # Name the thread as soon as it runs, and again at its end in case
+        # the script renamed it meanwhile.
+        try:
+            set_name(self.name)
+        except Exception:
+            pass
+        try:
+            original(self)
+        finally:
+            try:
+                set_name(self.name)
+            except Exception:
+                pass
+
+    _bootstrap_inner.__wrapped__ = original
+    threading.Thread._bootstrap_inner = _bootstrap_inner
+    set_name(threading.main_thread().name)
+    # atexit runs after CPython has joined the non-daemon threads; ours is
+    # registered first, so it runs after the script's own atexit handlers.
+    atexit.register(_gilscope._stop)
+
+_install()
+)PY";
+
+}  // namespace
+
+void RegisterBuiltinModule() { PyImport_AppendInittab("_gilscope", &InitModule); }
+
+void SetStopCallback(std::function<void()> on_stop) { g_on_stop = std::move(on_stop); }
+
+void InstallPythonHelpers() {
+  PyRef globals = PyRef::Steal(PyDict_New());
+  ThrowIfError("helpers");
+  PyDict_SetItemString(globals.get(), "__builtins__", PyEval_GetBuiltins());
+  PyRef result = PyRef::Steal(PyRun_String(kHelpers, Py_file_input, globals.get(), globals.get()));
+  if (!result) ThrowIfError("installing gilscope's Python helpers");
+}
+
+}  // namespace gilscope::python

@@ -1,0 +1,23 @@
+// The `_gilscope` built-in module: how Python code inside the host talks to it.
+//
+//   _gilscope._set_thread_name(name)  names the calling thread in the recorder
+//   _gilscope._stop()                 the run's end (called from atexit, after
+//                                     CPython joined the script's threads)
+//
+// RegisterBuiltinModule() must run before the interpreter is initialised.
+#pragma once
+
+#include <functional>
+
+namespace gilscope::python {
+
+void RegisterBuiltinModule();
+// Called (with the GIL held, on the main thread) when the script's run ends.
+void SetStopCallback(std::function<void()> on_stop);
+
+// Installs the Python-side helpers: thread naming through threading.Thread,
+// the main thread's name, the atexit hook calling _gilscope._stop().
+// PRECONDITION: the GIL is held, the interpreter initialised. Throws PyError.
+void InstallPythonHelpers();
+
+}  // namespace gilscope::python

@@ -1,0 +1,136 @@
+#include "python/interpreter.h"
+
+#include <Python.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "python/py_error.h"
+#include "python/py_ref.h"
+
+namespace gilscope::python {
+namespace {
+
+// Owns a PyConfig until it has been used.
+class Config {
+ public:
+  Config() { PyConfig_InitPythonConfig(&c_); }
+  ~Config() { PyConfig_Clear(&c_); }
+  Config(const Config&) = delete;
+  Config& operator=(const Config&) = delete;
+  PyConfig* get() { return &c_; }
+
+  void Check(PyStatus status, const char* what) {
+    if (PyStatus_Exception(status)) {
+      std::string msg = std::string("cannot initialise Python (") + what + ")";
+      if (status.err_msg != nullptr) msg += std::string(": ") + status.err_msg;
+      throw std::runtime_error(msg);
+    }
+  }
+
+ private:
+  PyConfig c_;
+};
+
+}  // namespace
+
+Interpreter::Interpreter(const InterpreterOptions& options) {
+  Config config;
+  PyConfig* c = config.get();
+  // The arguments are the script's, not python's own options.
+  c->parse_argv = 0;
+  if (!options.python_executable.empty()) {
+    config.Check(PyConfig_SetBytesString(c, &c->program_name, options.python_executable.c_str()),
+                 "program name");
+  }
+  std::vector<char*> argv;
+  for (const std::string& a : options.argv) argv.push_back(const_cast<char*>(a.c_str()));
+  config.Check(PyConfig_SetBytesArgv(c, static_cast<Py_ssize_t>(argv.size()), argv.data()), "argv");
+  config.Check(Py_InitializeFromConfig(c), "start-up");
+}
+
+Interpreter::~Interpreter() {
+  if (!finalized_) Py_FinalizeEx();
+}
+
+int Interpreter::Finalize() {
+  if (finalized_) return 0;
+  finalized_ = true;
+  return Py_FinalizeEx() < 0 ? 120 : 0;
+}
+
+namespace {
+
+// The status `python` exits with for a pending SystemExit; clears it.
+// Mirrors CPython's _Py_HandleSystemExit, which is not public API.
+int StatusOfSystemExit() {
+  PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  PyRef t = PyRef::Steal(type), v = PyRef::Steal(value), b = PyRef::Steal(tb);
+  PyRef code = v ? PyRef::Steal(PyObject_GetAttrString(v.get(), "code")) : PyRef();
+  PyErr_Clear();
+  if (!code || code.get() == Py_None) return 0;
+  if (PyLong_Check(code.get())) {
+    const long n = PyLong_AsLong(code.get());
+    PyErr_Clear();
+    return static_cast<int>(n & 0xff);
+  }
+  // sys.exit("message"): the message goes to stderr and the status is 1.
+  PyObject* err = PySys_GetObject("stderr");  // borrowed
+  if (err != nullptr && err != Py_None) {
+    PyFile_WriteObject(code.get(), err, Py_PRINT_RAW);
+    PyFile_WriteString("\n", err);
+  }
+  PyErr_Clear();
+  return 1;
+}
+
+}  // namespace
+
+int Interpreter::RunMainScript(const std::string& path) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  const fs::path absolute = fs::absolute(path, ec);
+  const fs::path real = fs::weakly_canonical(path, ec);
+
+  // sys.path[0]: the folder of the script, symlinks resolved (as python).
+  PyObject* sys_path = PySys_GetObject("path");  // borrowed
+  if (sys_path != nullptr && PyList_Check(sys_path)) {
+    PyRef folder = PyRef::Steal(PyUnicode_DecodeFSDefault(real.parent_path().c_str()));
+    if (!folder || PyList_Insert(sys_path, 0, folder.get()) != 0) ThrowIfError("sys.path");
+  }
+
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read script '" + path + "'");
+  std::stringstream source;
+  source << in.rdbuf();
+
+  PyObject* main = PyImport_AddModule("__main__");  // borrowed
+  ThrowIfError("__main__");
+  PyObject* globals = PyModule_GetDict(main);  // borrowed
+  PyRef file = PyRef::Steal(PyUnicode_DecodeFSDefault(absolute.c_str()));
+  if (!file || PyDict_SetItemString(globals, "__file__", file.get()) != 0 ||
+      PyDict_SetItemString(globals, "__cached__", Py_None) != 0) {
+    ThrowIfError("__main__.__file__");
+  }
+
+  PyCompilerFlags flags = _PyCompilerFlags_INIT;
+  PyRef code = PyRef::Steal(
+      Py_CompileStringExFlags(source.str().c_str(), absolute.c_str(), Py_file_input, &flags, -1));
+  PyRef result = code ? PyRef::Steal(PyEval_EvalCode(code.get(), globals, globals)) : PyRef();
+  if (result) return 0;
+  if (PyErr_ExceptionMatches(PyExc_SystemExit)) return StatusOfSystemExit();
+  const bool interrupted = PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
+  PyErr_Print();  // the traceback, through sys.excepthook
+  return interrupted ? 130 : 1;
+}
+
+std::string LinkedPythonVersion() {
+  const std::string v = Py_GetVersion();  // "3.13.0 (main, ...) [GCC ...]"
+  return v.substr(0, v.find(' '));
+}
+
+}  // namespace gilscope::python
