@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# gilscope's one entry point for building, demonstrating and testing.
+#
+#   cmake/setup.sh build   install missing Debian packages, configure, build into build/
+#   cmake/setup.sh demo    build, then run the main job
+#   cmake/setup.sh test    build, then every test through CTest
+#
+# GILSCOPE_PYTHON=/path/to/python3.X picks the CPython to embed (default: the
+# newest supported one found). GILSCOPE_BUILD_DIR changes the build folder.
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$root"
+build_dir="${GILSCOPE_BUILD_DIR:-build}"
+jobs="$(nproc 2>/dev/null || echo 2)"
+
+packages=(cmake g++ make python3-dev libgtest-dev libgmock-dev libspdlog-dev libcli11-dev
+          nlohmann-json3-dev libbenchmark-dev)
+
+install_missing_packages() {
+  local missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  echo "setup: installing ${missing[*]}" >&2
+  local sudo=""
+  [ "$(id -u)" -ne 0 ] && sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  # An old or absent package list cannot find new packages: refresh it once.
+  $sudo apt-get update -qq >/dev/null
+  $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+build() {
+  install_missing_packages
+  local args=(-S . -B "$build_dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo)
+  [ -n "${GILSCOPE_PYTHON:-}" ] && args+=("-DGILSCOPE_PYTHON=$GILSCOPE_PYTHON")
+  mkdir -p "$build_dir"
+  cmake "${args[@]}" >"$build_dir/configure.log" 2>&1 || { cat "$build_dir/configure.log" >&2; exit 1; }
+  cmake --build "$build_dir" -j "$jobs"
+}
+
+case "${1:-}" in
+  build)
+    build
+    ;;
+  demo)
+    build
+    "$build_dir/gilscope" run scripts/workloads/cpu_bound.py -- --threads 2
+    ;;
+  test)
+    build
+    ctest --test-dir "$build_dir" --output-on-failure -j "$jobs"
+    ;;
+  *)
+    echo "usage: cmake/setup.sh build|demo|test" >&2
+    exit 2
+    ;;
+esac
