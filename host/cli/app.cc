@@ -36,6 +36,7 @@ struct RunCommand {
   std::string out;
   std::optional<double> switch_interval;
   bool json = false;
+  bool no_hooks = false;
 };
 
 std::string VersionText() {
@@ -56,6 +57,7 @@ int Run(const RunCommand& cmd) {
   options.args = cmd.args;
   options.switch_interval_s = cmd.switch_interval;
   options.python_executable = GILSCOPE_PYTHON_EXECUTABLE;
+  options.hooks = !cmd.no_hooks;
   const report::RunTrace trace = runner::RunScript(options);
   const report::Analysis analysis = report::Analyze(trace);
 
@@ -111,6 +113,8 @@ int Main(int argc, char** argv) {
                       "sys.setswitchinterval(S) before the script runs (seconds)")
       ->check(CLI::PositiveNumber);
   run_app->add_flag("--json", run.json, "Print the JSON report instead of the text one");
+  run_app->add_flag("--no-hooks", run.no_hooks,
+                    "Watch no GIL: the hooks only forward (baseline for measuring gilscope's overhead)");
 
   try {
     app.parse(argc, argv);

@@ -56,6 +56,11 @@ hooks::GilAddresses AddressesOfCurrentInterpreter() {
   return g;
 }
 
+// PRECONDITION: the caller holds this GIL, so the counter cannot move.
+unsigned long ReadSwitchNumber(const hooks::GilAddresses& gil) {
+  return __atomic_load_n(gil.switch_number, __ATOMIC_RELAXED);
+}
+
 }  // namespace
 
 void CheckScriptReadable(const std::string& path) {
@@ -104,16 +109,16 @@ report::RunTrace RunScript(const RunOptions& options) {
   info.id = 0;
   info.holder_tstate_at_start = gilscope_current_tstate();
   trace.start_ns = recorder::NowNs();
-  if (hooks::WatchGil(gil, /*caller_holds=*/true, info.holder_tstate_at_start) != 0) {
+  if (options.hooks && hooks::WatchGil(gil, /*caller_holds=*/true, info.holder_tstate_at_start) != 0) {
     throw std::runtime_error("cannot watch the main GIL");
   }
-  info.cpython_switch_start = hooks::CpythonSwitchNumber(0);
+  info.cpython_switch_start = ReadSwitchNumber(gil);
 
   bool stopped = false;
   python::SetStopCallback([&] {
     // Runs in atexit with the GIL held: the counter is still again.
     trace.end_ns = recorder::NowNs();
-    info.cpython_switch_end = hooks::CpythonSwitchNumber(0);
+    info.cpython_switch_end = ReadSwitchNumber(gil);
     hooks::UnwatchAll();
     stopped = true;
   });
@@ -131,7 +136,7 @@ report::RunTrace RunScript(const RunOptions& options) {
     // window here. CPython's counter may include shutdown switches then.
     spdlog::warn("the run ended without its atexit hook; CPython's switch count includes shutdown");
     trace.end_ns = recorder::NowNs();
-    info.cpython_switch_end = hooks::CpythonSwitchNumber(0);
+    info.cpython_switch_end = ReadSwitchNumber(gil);
     hooks::UnwatchAll();
   }
   trace.info.status = trace.info.exit_code == 0 ? "ok" : "error";

@@ -31,6 +31,9 @@ struct RunOptions {
   std::vector<std::string> args;
   std::optional<double> switch_interval_s;
   std::string python_executable;  // which python the interpreter stands in for
+  // false: the pthread functions still forward but no GIL is watched, so
+  // nothing is recorded (the baseline for overhead measurements).
+  bool hooks = true;
   recorder::ArenaConfig arena;
 };
 
