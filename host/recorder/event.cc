@@ -10,6 +10,10 @@ const char* KindName(EventKind kind) {
     case EventKind::kReleased: return "released";
     case EventKind::kThreadState: return "thread_state";
     case EventKind::kThreadExit: return "thread_exit";
+    case EventKind::kFrame: return "frame";
+    case EventKind::kMark: return "mark";
+    case EventKind::kRegionBegin: return "region_begin";
+    case EventKind::kRegionEnd: return "region_end";
   }
   return "unknown";
 }

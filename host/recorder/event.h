@@ -33,6 +33,15 @@ enum class EventKind : std::uint8_t {
   kThreadState = 5,
   // The thread is exiting (its recorder slot's destructor ran).
   kThreadExit = 6,
+  // The Python frame executing when the thread released the GIL; written
+  // just before that kReleased. `ts` carries an opaque code id (resolved
+  // through RunTrace::code), `aux` the line number (0: unknown).
+  kFrame = 7,
+  // Markers from Python (gilscope.mark / gilscope.region): `aux` indexes
+  // RunTrace::marker_names.
+  kMark = 8,
+  kRegionBegin = 9,
+  kRegionEnd = 10,
 };
 
 inline constexpr std::uint16_t kFlagDropRequest = 1u << 0;

@@ -25,11 +25,20 @@ struct GilInfo {
   std::uint64_t holder_tstate_at_start = 0;
 };
 
+// A Python code object seen at a GIL release (kFrame events name it by id).
+struct CodeInfo {
+  std::uint64_t id = 0;
+  std::string function;  // co_qualname, e.g. "Worker.run"
+  std::string file;      // co_filename
+  int first_line = 0;
+};
+
 struct ThreadTrace {
   std::uint64_t native_id = 0;    // gettid()
   std::uint32_t pid = 0;
   std::string name;               // Python thread name; empty when unknown
   std::uint64_t dropped = 0;      // events lost to a full ring
+  double cpu_s = -1;              // the thread's CPU time (user+system); < 0: unknown
   std::vector<recorder::Event> events;  // in the order the thread wrote them
 };
 
@@ -53,6 +62,8 @@ struct RunTrace {
   std::uint64_t end_ns = 0;
   std::vector<GilInfo> gils;
   std::vector<ThreadTrace> threads;
+  std::vector<CodeInfo> code;               // for kFrame events
+  std::vector<std::string> marker_names;    // for kMark / kRegion* events
   std::uint64_t dropped_no_slot = 0;  // events from threads that found no free recorder slot
 };
 
