@@ -49,7 +49,7 @@ print(";".join([
     "%d.%d" % sys.version_info[:2], sys.version.split()[0],
     sysconfig.get_path("include") or v("INCLUDEPY"),
     v("LIBDIR") or "", v("LDLIBRARY") or "", v("MULTIARCH") or "",
-    os.path.realpath(sys.executable), str(int(bool(v("Py_GIL_DISABLED")))),
+    os.path.realpath(sys.executable), str(int(bool(v("Py_GIL_DISABLED")))), sys.base_prefix,
 ]))
 ]=]
   OUTPUT_VARIABLE _py_info OUTPUT_STRIP_TRAILING_WHITESPACE
@@ -65,6 +65,7 @@ list(GET _py_info 4 _py_ldlibrary)
 list(GET _py_info 5 _py_multiarch)
 list(GET _py_info 6 GILSCOPE_PYTHON_EXECUTABLE)
 list(GET _py_info 7 _py_nogil)
+list(GET _py_info 8 GILSCOPE_PYTHON_HOME)
 
 if(NOT GILSCOPE_PYTHON_MINOR_VERSION MATCHES "^3\\.(11|12|13)$")
   message(FATAL_ERROR "gilscope: CPython ${GILSCOPE_PYTHON_FULL_VERSION} (${GILSCOPE_PYTHON}) is not supported; "

@@ -24,6 +24,9 @@
 #ifndef GILSCOPE_PYTHON_EXECUTABLE
 #define GILSCOPE_PYTHON_EXECUTABLE ""
 #endif
+#ifndef GILSCOPE_PYTHON_HOME
+#define GILSCOPE_PYTHON_HOME ""
+#endif
 
 namespace gilscope::cli {
 namespace {
@@ -37,10 +40,33 @@ struct RunCommand {
   std::optional<double> switch_interval;
   bool json = false;
   bool no_hooks = false;
+  std::string mode = "main";
+  int instances = 1;
 };
 
 std::string VersionText() {
   return std::string("gilscope ") + GILSCOPE_VERSION + " (CPython " + python::LinkedPythonVersion() + ")";
+}
+
+// This binary, and the `gilscope-python` link beside it that children run as
+// their `python` (falls back to the plain python: children then go untraced).
+fs::path SelfExecutable() {
+  std::error_code ec;
+  fs::path self = fs::read_symlink("/proc/self/exe", ec);
+  return ec ? fs::path() : self;
+}
+
+std::string ChildExecutable() {
+  const fs::path link = SelfExecutable().parent_path() / "gilscope-python";
+  std::error_code ec;
+  if (fs::exists(link, ec)) return link.string();
+  spdlog::warn("{} is missing: spawned child processes will not be traced", link.string());
+  return "";
+}
+
+std::string ChildExecutableOrSelf() {
+  const std::string child = ChildExecutable();
+  return child.empty() ? SelfExecutable().string() : child;
 }
 
 fs::path DefaultOutFolder(const std::string& script) {
@@ -58,6 +84,12 @@ int Run(const RunCommand& cmd) {
   options.switch_interval_s = cmd.switch_interval;
   options.python_executable = GILSCOPE_PYTHON_EXECUTABLE;
   options.hooks = !cmd.no_hooks;
+  options.python_home = GILSCOPE_PYTHON_HOME;
+  options.child_executable = ChildExecutable();
+  options.instances = cmd.instances;
+  const auto mode = runner::ParseMode(cmd.mode);
+  if (!mode) throw runner::UsageError("unknown --mode '" + cmd.mode + "'");
+  options.mode = *mode;
   const report::RunTrace trace = runner::RunScript(options);
   const report::Analysis analysis = report::Analyze(trace);
 
@@ -92,6 +124,21 @@ int Run(const RunCommand& cmd) {
 }  // namespace
 
 int Main(int argc, char** argv) {
+  // As `python` (gilscope-python, or `gilscope python ...`): CPython's own
+  // command line with the hooks on.
+  const std::string program = argc > 0 ? fs::path(argv[0]).filename().string() : "";
+  if (program == "gilscope-python" || (argc > 1 && std::string(argv[1]) == "python")) {
+    const int skip = program == "gilscope-python" ? 1 : 2;
+    std::vector<std::string> args = {ChildExecutableOrSelf()};
+    for (int i = skip; i < argc; ++i) args.emplace_back(argv[i]);
+    try {
+      return runner::PythonMain(args, args[0], GILSCOPE_PYTHON_HOME);
+    } catch (const std::exception& e) {
+      std::cerr << "gilscope python: " << e.what() << '\n';
+      return kExitInternal;
+    }
+  }
+
   auto logger = spdlog::stderr_color_mt("gilscope");
   logger->set_pattern("gilscope: %^%l%$: %v");
   spdlog::set_default_logger(logger);
@@ -113,6 +160,13 @@ int Main(int argc, char** argv) {
                       "sys.setswitchinterval(S) before the script runs (seconds)")
       ->check(CLI::PositiveNumber);
   run_app->add_flag("--json", run.json, "Print the JSON report instead of the text one");
+  run_app->add_option("--mode", run.mode,
+                      "How to run it: main, threads, subinterpreters, shared-subinterpreters, processes, "
+                      "sequential")
+      ->check(CLI::IsMember({"main", "threads", "subinterpreters", "shared-subinterpreters", "processes",
+                             "sequential"}));
+  run_app->add_option("--instances", run.instances, "How many copies of the script run at once (1-64)")
+      ->check(CLI::Range(1, 64));
   run_app->add_flag("--no-hooks", run.no_hooks,
                     "Watch no GIL: the hooks only forward (baseline for measuring gilscope's overhead)");
 
@@ -132,7 +186,7 @@ int Main(int argc, char** argv) {
 
   try {
     if (*run_app) return Run(run);
-  } catch (const runner::ScriptError& e) {
+  } catch (const runner::UsageError& e) {
     std::cerr << "gilscope: " << e.what() << '\n';
     return kExitUsage;
   } catch (const OutputError& e) {

@@ -1,7 +1,12 @@
 #include "hooks/gil_watch.h"
 
-#include <cerrno>
+#include <pthread.h>
+#include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
+
+#include "recorder/arena.h"
 #include "recorder/clock.h"
 #include "recorder/event.h"
 #include "recorder/producer.h"
@@ -33,6 +38,9 @@ using recorder::EventKind;
 
 struct GilState {
   GilAddresses addr;
+  // Whether this process records this GIL now (process-local: a forked child
+  // re-indexes the GILs it inherited).
+  bool active = false;
   // Set when a waiter's timeout made a drop request during the current hold;
   // cleared at each acquisition. Touched only with the GIL's mutex held
   // (timedwait returns with it, both signals are sent under it), so relaxed
@@ -41,7 +49,6 @@ struct GilState {
 };
 
 GilState g_gils[kMaxGils];
-std::atomic<int> g_gil_count{0};
 
 // Per-thread hook state. Trivial so access needs no TLS guard.
 struct ThreadHookState {
@@ -56,8 +63,11 @@ bool Insert(const void* object, ObjectKind kind, int gil) {
   for (std::uintptr_t i = 0; i <= internal::kTableMask; ++i) {
     const std::uintptr_t s = (slot + i) & internal::kTableMask;
     const std::uintptr_t k = internal::g_keys[s].load(std::memory_order_relaxed);
-    if (k == key) return true;
-    if (k == 0 || k == internal::kTombstone) {
+    if (k == key || k == 0 || k == internal::kTombstone) {
+      // An existing key is re-pointed (a forked child re-indexes its GILs).
+      // Writers are serialised by the GIL being registered (and fork), so
+      // the relaxed entry write cannot race another writer; readers that see
+      // the old entry record one more event under the old index.
       internal::g_entries[s] = WatchEntry{kind, static_cast<std::uint8_t>(gil)};
       // release: the entry is written before the key makes it findable.
       internal::g_keys[s].store(key, std::memory_order_release);
@@ -67,41 +77,165 @@ bool Insert(const void* object, ObjectKind kind, int gil) {
   return false;
 }
 
+void Remove(const void* object) {
+  const auto key = reinterpret_cast<std::uintptr_t>(object);
+  const std::uintptr_t slot = internal::Slot(key);
+  for (std::uintptr_t i = 0; i <= internal::kTableMask; ++i) {
+    const std::uintptr_t s = (slot + i) & internal::kTableMask;
+    const std::uintptr_t k = internal::g_keys[s].load(std::memory_order_relaxed);
+    if (k == 0) return;
+    if (k == key) {
+      // A tombstone, not 0: later keys of the same probe chain stay findable.
+      internal::g_keys[s].store(internal::kTombstone, std::memory_order_release);
+      return;
+    }
+  }
+}
+
 inline void Emit(EventKind kind, int gil, std::uint16_t flags) noexcept {
   recorder::Record(kind, static_cast<std::uint8_t>(gil), flags, recorder::NowNs());
 }
 
+std::uint32_t Pid() { return static_cast<std::uint32_t>(getpid()); }
+
+// Opens GilRecord `index` and starts watching `addr` under it.
+bool Open(int index, const GilAddresses& addr, const GilMeta& meta, std::uint64_t holder_tstate) {
+  recorder::Arena* arena = recorder::Installed();
+  recorder::GilRecord& r = arena->gil(static_cast<std::uint32_t>(index));
+  r.pid = Pid();
+  r.interpreter = meta.interpreter;
+  r.instance = meta.instance;
+  r.start_ns = recorder::NowNs();
+  r.end_ns = 0;
+  r.switch_start = __atomic_load_n(addr.switch_number, __ATOMIC_RELAXED);
+  r.switch_end = r.switch_start;
+  r.holder_tstate_at_start = holder_tstate;
+  // release: the fields above before the state that publishes them.
+  r.state.store(recorder::GilRecord::kOpen, std::memory_order_release);
+  GilState& g = g_gils[index];
+  g.addr = addr;
+  g.drop_pending.store(false, std::memory_order_relaxed);
+  g.active = true;
+  // The mutex last: from its first hit on, the conds are known too.
+  return Insert(addr.switch_cond, ObjectKind::kSwitchCond, index) &&
+         Insert(addr.cond, ObjectKind::kGilCond, index) &&
+         Insert(addr.mutex, ObjectKind::kGilMutex, index);
+}
+
+std::int32_t g_process_instance = -1;
+
+void AfterForkInChild() {
+  recorder::Arena* arena = recorder::Installed();
+  if (arena == nullptr) return;
+  // The child's copies of the GILs are new GILs: CPython recreates them
+  // (PyOS_AfterFork_Child), resetting last_holder, and the forking thread
+  // takes them again. Give each a fresh run-wide index, so the parent's
+  // figures and the child's never mix.
+  int inherited[kMaxGils];
+  int n = 0;
+  for (int i = 0; i < kMaxGils; ++i) {
+    if (g_gils[i].active) inherited[n++] = i;
+  }
+  for (int k = 0; k < n; ++k) {
+    const int i = inherited[k];
+    GilState& old = g_gils[i];
+    old.active = false;
+    recorder::GilRecord& parent_record = arena->gil(static_cast<std::uint32_t>(i));
+    GilMeta meta;
+    meta.interpreter = parent_record.interpreter;
+    meta.instance = parent_record.instance;
+    const int index = arena->ReserveGil();
+    if (index < 0) {
+      Remove(old.addr.mutex);
+      Remove(old.addr.cond);
+      Remove(old.addr.switch_cond);
+      continue;
+    }
+    Open(index, old.addr, meta, /*holder_tstate=*/0);
+  }
+  // Not holding: CPython recreates the GIL and takes it again, and the
+  // thread's next acquisition must name its thread state in the new stream.
+  t_hook.held = 0;
+  t_hook.last_tstate = 0;
+  const std::uint32_t parent = static_cast<std::uint32_t>(getppid());
+  recorder::ProcessRecord* parent_record = arena->FindProcess(parent);
+  arena->AddProcess(Pid(), parent, "fork", parent_record ? parent_record->instance : g_process_instance,
+                    recorder::NowNs());
+}
+
+std::atomic<bool> g_fork_handler_installed{false};
+
 }  // namespace
 
-int WatchGil(const GilAddresses& gil, bool caller_holds, std::uintptr_t caller_tstate) {
-  const int index = g_gil_count.load(std::memory_order_relaxed);
-  if (index >= kMaxGils) return -1;
-  GilState& g = g_gils[index];
-  g.addr = gil;
-  g.drop_pending.store(false, std::memory_order_relaxed);
-  g_gil_count.store(index + 1, std::memory_order_release);
-  if (caller_holds) {
-    t_hook.held = index + 1;
-    t_hook.last_tstate = caller_tstate;
-    recorder::Record(EventKind::kThreadState, static_cast<std::uint8_t>(index), 0, caller_tstate);
-    Emit(EventKind::kAcquired, index, recorder::kFlagAtStart);
-  }
-  // The mutex last: from its first hit on, the conds are known too.
-  if (!Insert(gil.switch_cond, ObjectKind::kSwitchCond, index) ||
-      !Insert(gil.cond, ObjectKind::kGilCond, index) ||
-      !Insert(gil.mutex, ObjectKind::kGilMutex, index)) {
-    return -1;
-  }
+int StartGil(const GilAddresses& gil, const GilMeta& meta, std::uintptr_t caller_tstate) {
+  recorder::Arena* arena = recorder::Installed();
+  if (arena == nullptr) return -1;
+  if (!g_fork_handler_installed.exchange(true)) pthread_atfork(nullptr, nullptr, &AfterForkInChild);
+  const int index = arena->ReserveGil();
+  if (index < 0) return -1;
+  // The caller holds the GIL: open its hold before the window's first event.
+  t_hook.held = index + 1;
+  t_hook.last_tstate = caller_tstate;
+  if (!Open(index, gil, meta, caller_tstate)) return -1;
+  recorder::Record(EventKind::kThreadState, static_cast<std::uint8_t>(index), 0, caller_tstate);
+  Emit(EventKind::kAcquired, index, recorder::kFlagAtStart);
   return index;
+}
+
+void StopGil(int index) {
+  if (index < 0 || index >= kMaxGils) return;
+  GilState& g = g_gils[index];
+  if (!g.active) return;
+  g.active = false;
+  Remove(g.addr.mutex);
+  Remove(g.addr.cond);
+  Remove(g.addr.switch_cond);
+  recorder::Arena* arena = recorder::Installed();
+  if (arena == nullptr) return;
+  recorder::GilRecord& r = arena->gil(static_cast<std::uint32_t>(index));
+  r.end_ns = recorder::NowNs();
+  r.switch_end = __atomic_load_n(g.addr.switch_number, __ATOMIC_RELAXED);
+  r.state.store(recorder::GilRecord::kClosed, std::memory_order_release);
+}
+
+void StopAllGils() {
+  for (int i = 0; i < kMaxGils; ++i) {
+    if (g_gils[i].active) StopGil(i);
+  }
 }
 
 void UnwatchAll() {
   for (auto& k : internal::g_keys) {
     if (k.load(std::memory_order_relaxed) != 0) k.store(internal::kTombstone, std::memory_order_release);
   }
+  for (GilState& g : g_gils) g.active = false;
 }
 
-int WatchedGilCount() { return g_gil_count.load(std::memory_order_acquire); }
+void RegisterProcess(const char* role, std::int32_t instance) {
+  g_process_instance = instance;
+  recorder::Arena* arena = recorder::Installed();
+  if (arena == nullptr) return;
+  // GILs this process already records belong to the instance too.
+  for (int i = 0; i < kMaxGils; ++i) {
+    if (g_gils[i].active && instance >= 0) arena->gil(static_cast<std::uint32_t>(i)).instance = instance;
+  }
+  if (recorder::ProcessRecord* p = arena->FindProcess(Pid())) {
+    std::strncpy(p->role, role, recorder::kRoleSize - 1);
+    p->instance = instance;
+    return;
+  }
+  arena->AddProcess(Pid(), static_cast<std::uint32_t>(getppid()), role, instance, recorder::NowNs());
+}
+
+void MarkProcessExit(int status) {
+  recorder::Arena* arena = recorder::Installed();
+  if (arena == nullptr) return;
+  if (recorder::ProcessRecord* p = arena->FindProcess(Pid())) {
+    p->exit_status = status;
+    p->end_ns = recorder::NowNs();
+    p->state.store(recorder::ProcessRecord::kExited, std::memory_order_release);
+  }
+}
 
 unsigned long CpythonSwitchNumber(int gil) {
   return __atomic_load_n(g_gils[gil].addr.switch_number, __ATOMIC_RELAXED);

@@ -34,17 +34,36 @@ struct GilAddresses {
 
 inline constexpr int kMaxGils = 255;  // Event::gil is a byte
 
-// Starts watching a GIL; returns its index (the events' `gil` field) or -1
-// when the table is full. If the calling thread holds this GIL now, pass
-// caller_holds = true and its PyThreadState: a synthetic kAcquired
-// (kFlagAtStart) opens its hold so later releases pair up.
-// PRECONDITION: the caller holds this GIL (its fields are read).
-int WatchGil(const GilAddresses& gil, bool caller_holds, std::uintptr_t caller_tstate);
-// Stops recording every GIL. Calls in flight may still complete their event.
-void UnwatchAll();
-int WatchedGilCount();
+// What the run knows about a GIL besides its addresses.
+struct GilMeta {
+  std::int64_t interpreter = 0;  // CPython interpreter id
+  std::int32_t instance = -1;    // the run's instance it belongs to
+};
 
-// Snapshot of CPython's own switch counter.
+// Starts recording a GIL: reserves its run-wide index in the installed arena
+// (recorder::Installed()), opens its GilRecord (window start, CPython's switch
+// counter) and watches its objects. The calling thread must hold this GIL
+// (its fields are read and its hold is opened with a synthetic kAcquired,
+// kFlagAtStart, so later releases pair up). Returns the index, or -1 when
+// no arena is installed or the GIL table is full.
+int StartGil(const GilAddresses& gil, const GilMeta& meta, std::uintptr_t caller_tstate);
+// Closes a GIL's window (end time, CPython's counter) and stops watching it.
+// PRECONDITION: the calling thread holds that GIL. Calls in flight may still
+// complete their event.
+void StopGil(int index);
+// StopGil for every GIL this process still records (the process is ending;
+// the calling thread holds the GIL it was running under).
+void StopAllGils();
+// Stops watching everything without closing windows (for tests).
+void UnwatchAll();
+
+// Marks this process in the arena's process table (called once per process
+// that records; forked children are added automatically).
+void RegisterProcess(const char* role, std::int32_t instance);
+// Records this process's exit status (called on its way out).
+void MarkProcessExit(int status);
+
+// CPython's own switch counter of a watched GIL.
 // PRECONDITION: the caller holds that GIL, so the counter cannot move.
 unsigned long CpythonSwitchNumber(int gil);
 

@@ -25,10 +25,13 @@ namespace {
 using MutexLockFn = int (*)(pthread_mutex_t*);
 using CondTimedWaitFn = int (*)(pthread_cond_t*, pthread_mutex_t*, const struct timespec*);
 using CondSignalFn = int (*)(pthread_cond_t*);
+using ExitFn = void (*)(int);
 
 MutexLockFn g_real_mutex_lock = nullptr;
 CondTimedWaitFn g_real_cond_timedwait = nullptr;
 CondSignalFn g_real_cond_signal = nullptr;
+ExitFn g_real_exit = nullptr;
+ExitFn g_real_libc_exit = nullptr;
 
 void* Resolve(const char* name, const char* version) {
   void* f = version ? dlvsym(RTLD_NEXT, name, version) : dlsym(RTLD_NEXT, name);
@@ -44,6 +47,8 @@ __attribute__((constructor(101))) void ResolveRealFunctions() {
   g_real_cond_timedwait =
       reinterpret_cast<CondTimedWaitFn>(Resolve("pthread_cond_timedwait", "GLIBC_2.3.2"));
   g_real_cond_signal = reinterpret_cast<CondSignalFn>(Resolve("pthread_cond_signal", "GLIBC_2.3.2"));
+  g_real_exit = reinterpret_cast<ExitFn>(Resolve("_exit", nullptr));
+  g_real_libc_exit = reinterpret_cast<ExitFn>(Resolve("exit", nullptr));
 }
 
 // A call that arrives before the constructor (another library's constructor
@@ -101,6 +106,26 @@ __attribute__((visibility("default"))) int pthread_cond_signal(pthread_cond_t* c
     gilscope::hooks::OnGilCondSignal(*e);
   }
   return RealCondSignal()(cond);
+}
+
+// os._exit() (how multiprocessing's forked children end) skips atexit, so
+// the GIL windows of this process are closed here. The caller holds the GIL
+// (os._exit does not release it), which StopAllGils needs.
+__attribute__((visibility("default"), noreturn)) void _exit(int status) {
+  gilscope::hooks::StopAllGils();
+  gilscope::hooks::MarkProcessExit(status);
+  if (g_real_exit == nullptr) ResolveRealFunctions();
+  g_real_exit(status);
+  __builtin_unreachable();
+}
+
+// exit() as CPython calls it for SystemExit in `gilscope python` children
+// (Py_Exit): by then atexit closed the windows; only the status is left.
+__attribute__((visibility("default"), noreturn)) void exit(int status) {
+  gilscope::hooks::MarkProcessExit(status);
+  if (g_real_libc_exit == nullptr) ResolveRealFunctions();
+  g_real_libc_exit(status);
+  __builtin_unreachable();
 }
 
 }  // extern "C"

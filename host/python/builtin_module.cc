@@ -2,7 +2,9 @@
 
 #include <Python.h>
 
+#include <mutex>
 #include <string_view>
+#include <unordered_map>
 #include <utility>
 
 #include "python/py_error.h"
@@ -12,7 +14,10 @@
 namespace gilscope::python {
 namespace {
 
-std::function<void()> g_on_stop;
+// Per interpreter: what to do when its run ends. Guarded by g_stop_mutex
+// (interpreters with their own GIL call in concurrently).
+std::mutex g_stop_mutex;
+std::unordered_map<PyInterpreterState*, std::function<void()>> g_on_stop;
 
 PyObject* SetThreadName(PyObject*, PyObject* arg) {
   Py_ssize_t size = 0;
@@ -23,10 +28,16 @@ PyObject* SetThreadName(PyObject*, PyObject* arg) {
 }
 
 PyObject* Stop(PyObject*, PyObject*) {
-  if (g_on_stop) {
-    auto on_stop = std::exchange(g_on_stop, nullptr);
-    on_stop();
+  std::function<void()> on_stop;
+  {
+    std::lock_guard<std::mutex> lock(g_stop_mutex);
+    auto it = g_on_stop.find(PyInterpreterState_Get());
+    if (it != g_on_stop.end()) {
+      on_stop = std::move(it->second);
+      g_on_stop.erase(it);
+    }
   }
+  if (on_stop) on_stop();
   Py_RETURN_NONE;
 }
 
@@ -36,12 +47,21 @@ PyMethodDef g_methods[] = {
     {nullptr, nullptr, 0, nullptr},
 };
 
-PyModuleDef g_module = {
-    PyModuleDef_HEAD_INIT, "_gilscope", "gilscope host hooks (internal).", -1, g_methods,
-    nullptr, nullptr, nullptr, nullptr,
+// Multi-phase init with no module state, so every subinterpreter (own GIL
+// included) can import it.
+PyModuleDef_Slot g_slots[] = {
+#if PY_VERSION_HEX >= 0x030C0000
+    {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
+#endif
+    {0, nullptr},
 };
 
-PyObject* InitModule() { return PyModule_Create(&g_module); }
+PyModuleDef g_module = {
+    PyModuleDef_HEAD_INIT, "_gilscope", "gilscope host hooks (internal).", 0, g_methods,
+    g_slots, nullptr, nullptr, nullptr,
+};
+
+PyObject* InitModule() { return PyModuleDef_Init(&g_module); }
 
 // Runs in a private namespace, never in __main__: the script must see the
 // same globals it would under plain python.
@@ -81,7 +101,10 @@ _install()
 
 void RegisterBuiltinModule() { PyImport_AppendInittab("_gilscope", &InitModule); }
 
-void SetStopCallback(std::function<void()> on_stop) { g_on_stop = std::move(on_stop); }
+void SetStopCallback(std::function<void()> on_stop) {
+  std::lock_guard<std::mutex> lock(g_stop_mutex);
+  g_on_stop[PyInterpreterState_Get()] = std::move(on_stop);
+}
 
 void InstallPythonHelpers() {
   PyRef globals = PyRef::Steal(PyDict_New());

@@ -12,7 +12,9 @@
 namespace gilscope::python {
 
 void RegisterBuiltinModule();
-// Called (with the GIL held, on the main thread) when the script's run ends.
+// Called when the current interpreter's run ends: from atexit, with its GIL
+// held, after CPython joined the interpreter's non-daemon threads.
+// PRECONDITION: the GIL of the current interpreter is held.
 void SetStopCallback(std::function<void()> on_stop);
 
 // Installs the Python-side helpers: thread naming through threading.Thread,

@@ -2,6 +2,7 @@
 
 #include <Python.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -39,9 +40,15 @@ class Config {
 Interpreter::Interpreter(const InterpreterOptions& options) {
   Config config;
   PyConfig* c = config.get();
-  // The arguments are the script's, not python's own options.
-  c->parse_argv = 0;
-  if (!options.python_executable.empty()) {
+  // Unless asked, the arguments are the script's, not python's own options.
+  c->parse_argv = options.parse_argv ? 1 : 0;
+  if (!options.executable.empty()) {
+    config.Check(PyConfig_SetBytesString(c, &c->program_name, options.executable.c_str()), "program name");
+    config.Check(PyConfig_SetBytesString(c, &c->executable, options.executable.c_str()), "executable");
+    if (!options.python_home.empty() && getenv("PYTHONHOME") == nullptr) {
+      config.Check(PyConfig_SetBytesString(c, &c->home, options.python_home.c_str()), "home");
+    }
+  } else if (!options.python_executable.empty()) {
     config.Check(PyConfig_SetBytesString(c, &c->program_name, options.python_executable.c_str()),
                  "program name");
   }
@@ -53,6 +60,11 @@ Interpreter::Interpreter(const InterpreterOptions& options) {
 
 Interpreter::~Interpreter() {
   if (!finalized_) Py_FinalizeEx();
+}
+
+int Interpreter::RunPythonMain() {
+  finalized_ = true;
+  return Py_RunMain();
 }
 
 int Interpreter::Finalize() {
@@ -90,7 +102,11 @@ int StatusOfSystemExit() {
 
 }  // namespace
 
-int Interpreter::RunMainScript(const std::string& path) {
+int Interpreter::RunMainScript(const std::string& path) { return RunScript(path, false); }
+
+int Interpreter::RunScriptInFreshNamespace(const std::string& path) { return RunScript(path, true); }
+
+int RunScript(const std::string& path, bool fresh_namespace) {
   namespace fs = std::filesystem;
   std::error_code ec;
   const fs::path absolute = fs::absolute(path, ec);
@@ -98,7 +114,11 @@ int Interpreter::RunMainScript(const std::string& path) {
 
   // sys.path[0]: the folder of the script, symlinks resolved (as python).
   PyObject* sys_path = PySys_GetObject("path");  // borrowed
-  if (sys_path != nullptr && PyList_Check(sys_path)) {
+  PyRef folder_str = PyRef::Steal(PyUnicode_DecodeFSDefault(real.parent_path().c_str()));
+  const bool already_first = sys_path != nullptr && PyList_Check(sys_path) && PyList_Size(sys_path) > 0 &&
+                             folder_str &&
+                             PyObject_RichCompareBool(PyList_GetItem(sys_path, 0), folder_str.get(), Py_EQ) == 1;
+  if (sys_path != nullptr && PyList_Check(sys_path) && !already_first) {
     PyRef folder = PyRef::Steal(PyUnicode_DecodeFSDefault(real.parent_path().c_str()));
     if (!folder || PyList_Insert(sys_path, 0, folder.get()) != 0) ThrowIfError("sys.path");
   }
@@ -108,9 +128,20 @@ int Interpreter::RunMainScript(const std::string& path) {
   std::stringstream source;
   source << in.rdbuf();
 
-  PyObject* main = PyImport_AddModule("__main__");  // borrowed
-  ThrowIfError("__main__");
-  PyObject* globals = PyModule_GetDict(main);  // borrowed
+  PyRef fresh;
+  PyObject* globals = nullptr;  // borrowed
+  if (fresh_namespace) {
+    fresh = PyRef::Steal(PyDict_New());
+    if (!fresh || PyDict_SetItemString(fresh.get(), "__name__", PyRef::Steal(PyUnicode_FromString("__main__")).get()) != 0 ||
+        PyDict_SetItemString(fresh.get(), "__builtins__", PyEval_GetBuiltins()) != 0) {
+      ThrowIfError("fresh __main__ namespace");
+    }
+    globals = fresh.get();
+  } else {
+    PyObject* main = PyImport_AddModule("__main__");  // borrowed
+    ThrowIfError("__main__");
+    globals = PyModule_GetDict(main);  // borrowed
+  }
   PyRef file = PyRef::Steal(PyUnicode_DecodeFSDefault(absolute.c_str()));
   if (!file || PyDict_SetItemString(globals, "__file__", file.get()) != 0 ||
       PyDict_SetItemString(globals, "__cached__", Py_None) != 0) {

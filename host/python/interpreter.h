@@ -16,10 +16,22 @@
 
 namespace gilscope::python {
 
+// Runs `path` like `python path` in the current interpreter (main or sub):
+// into __main__'s namespace, or a fresh one. See Interpreter::RunMainScript.
+// PRECONDITION: the calling thread holds the current interpreter's GIL.
+int RunScript(const std::string& path, bool fresh_namespace);
+
 struct InterpreterOptions {
-  // The python executable this interpreter stands in for: sets sys.executable
-  // and lets CPython find its standard library as that python would.
+  // The python executable this interpreter stands in for: lets CPython find
+  // its standard library as that python would.
   std::string python_executable;
+  // When set: sys.executable (how multiprocessing's spawn and subprocess
+  // start "python"), with python_home as the prefix that finds the stdlib.
+  std::string executable;
+  std::string python_home;
+  // Parse argv as python's own command line (gilscope python); otherwise
+  // argv is sys.argv exactly.
+  bool parse_argv = false;
   // sys.argv, exactly (argv[0] is the script path).
   std::vector<std::string> argv;
 };
@@ -38,6 +50,14 @@ class Interpreter {
   // and gives 1, KeyboardInterrupt 130. Does not finalise.
   // PRECONDITION: the calling thread holds the GIL.
   int RunMainScript(const std::string& path);
+
+  // The same in a fresh namespace standing for __main__ (its __name__ is
+  // "__main__"): how the host runs several instances in one interpreter.
+  static int RunScriptInFreshNamespace(const std::string& path);
+
+  // Py_RunMain: CPython's own command line (parse_argv), then finalises.
+  // SystemExit exits the process from inside, as python does.
+  int RunPythonMain();
 
   // Py_FinalizeEx: joins non-daemon threads, runs atexit handlers, tears
   // down. Returns 0, or 120 when flushing buffered data failed (as python).

@@ -11,6 +11,10 @@
 // same rings its parent reads, and a supervisor holding the mapping (or the
 // file behind it) keeps every event a crashed runner had written.
 //
+// Besides the rings, the arena keeps two small registries that every process
+// of a run shares: GILs (so each GIL in every process gets a run-wide index,
+// the `gil` field of its events) and processes (pid, parent, role, status).
+//
 // Threads: any thread may Claim(); a slot's head_/dropped_ are written only by
 // its owning thread, tail_ only by the one consumer (the Collector).
 #pragma once
@@ -33,6 +37,38 @@ struct ArenaConfig {
   std::uint32_t ring_capacity = 1u << 17;  // events per thread; a power of two
 };
 
+inline constexpr std::uint32_t kMaxGils = 255;       // Event::gil is a byte
+inline constexpr std::uint32_t kMaxProcesses = 1024;
+inline constexpr std::size_t kRoleSize = 16;
+
+// One GIL of one interpreter of one process. Written by the process that
+// owns the GIL; `state` is release-stored after the fields it publishes.
+struct GilRecord {
+  enum State : std::uint32_t { kUnused = 0, kOpen = 1, kClosed = 2 };
+  std::atomic<std::uint32_t> state;
+  std::uint32_t pid;
+  std::int64_t interpreter;       // CPython interpreter id
+  std::int32_t instance;          // the run's instance it belongs to; -1 none
+  std::uint32_t reserved;
+  std::uint64_t start_ns, end_ns; // its recording window
+  std::uint64_t switch_start, switch_end;  // CPython's gil->switch_number then
+  std::uint64_t holder_tstate_at_start;
+};
+
+// One process of the run. Written by that process (start) and by whoever
+// sees it end (the process itself at exit, or its parent on wait).
+struct ProcessRecord {
+  enum State : std::uint32_t { kUnused = 0, kRunning = 1, kExited = 2 };
+  std::atomic<std::uint32_t> state;
+  std::uint32_t pid;
+  std::uint32_t parent_pid;
+  std::int32_t exit_status;       // valid when kExited
+  std::int32_t instance;          // -1 none
+  std::uint32_t reserved;
+  std::uint64_t start_ns, end_ns;
+  char role[kRoleSize];           // "host", "instance", "fork", "spawn"
+};
+
 struct alignas(64) ArenaHeader {
   std::uint64_t magic;
   std::uint32_t slot_count;
@@ -40,6 +76,12 @@ struct alignas(64) ArenaHeader {
   // Next slot to hand out; may run past slot_count (then the claim failed).
   std::atomic<std::uint32_t> next_slot;
   std::atomic<std::uint64_t> dropped_no_slot;
+  // Next GIL / process index; may run past the array (then it failed).
+  std::atomic<std::uint32_t> next_gil;
+  std::atomic<std::uint32_t> next_process;
+  std::atomic<std::uint64_t> gils_lost;       // GILs not registered: table full
+  GilRecord gils[kMaxGils];
+  ProcessRecord processes[kMaxProcesses];
 };
 
 enum class SlotState : std::uint32_t { kFree = 0, kClaiming = 1, kActive = 2, kExited = 3 };
@@ -70,6 +112,9 @@ class Arena {
   // Maps a fresh arena. With an empty path the mapping is an anonymous memfd;
   // otherwise the file is created (truncated) at path. Throws std::runtime_error.
   static std::unique_ptr<Arena> Create(const ArenaConfig& config, const std::string& path = "");
+  // Maps an arena another process created (a spawned child joining the run).
+  // Throws std::runtime_error when the file is missing or not an arena.
+  static std::unique_ptr<Arena> Attach(const std::string& path);
 
   ~Arena();
   Arena(const Arena&) = delete;
@@ -78,6 +123,19 @@ class Arena {
   // Claims a slot for the calling thread. Lock-free, never allocates; returns
   // nullptr (and counts nothing: the caller counts its drops) when all are taken.
   SlotHeader* Claim(std::uint64_t native_id, std::uint32_t pid) noexcept;
+
+  // Reserves a run-wide GIL index (its record left kUnused for the caller to
+  // fill and publish). -1 when all kMaxGils are taken (counted in gils_lost).
+  int ReserveGil() noexcept;
+  GilRecord& gil(std::uint32_t i) noexcept { return header_->gils[i]; }
+  std::uint32_t gil_count() const noexcept;
+  // Registers the calling process; nullptr when the table is full.
+  ProcessRecord* AddProcess(std::uint32_t pid, std::uint32_t parent_pid, const char* role,
+                            std::int32_t instance, std::uint64_t start_ns) noexcept;
+  ProcessRecord* FindProcess(std::uint32_t pid) noexcept;
+  std::uint32_t process_count() const noexcept;
+  ProcessRecord& process(std::uint32_t i) noexcept { return header_->processes[i]; }
+  const std::string& path() const noexcept { return path_; }
 
   ArenaHeader& header() noexcept { return *header_; }
   std::uint32_t slot_count() const noexcept { return header_->slot_count; }
@@ -94,6 +152,10 @@ class Arena {
  private:
   Arena() = default;
 
+  static std::unique_ptr<Arena> Map(int fd, std::size_t total, std::string path);
+  void Layout(std::uint32_t slot_count, std::uint32_t ring_capacity);
+
+  std::string path_;
   void* base_ = nullptr;
   std::size_t bytes_ = 0;
   int fd_ = -1;

@@ -13,6 +13,9 @@ namespace gilscope::recorder {
 namespace internal {
 
 thread_local ProducerTls t_producer{};
+// A forked child's thread keeps its name: the parent's slot name, carried
+// over to the slot the child claims.
+thread_local char t_inherited_name[kThreadNameSize];
 
 }  // namespace internal
 
@@ -36,6 +39,10 @@ void OnThreadExit(void* slot_ptr) {
 void AfterForkInChild() {
   // Only the forking thread survives, and its slot belongs to the parent's
   // thread of the same name: the child must claim a slot of its own.
+  if (internal::t_producer.slot != nullptr) {
+    std::memcpy(internal::t_inherited_name, internal::t_producer.slot->name, kThreadNameSize);
+    internal::t_inherited_name[kThreadNameSize - 1] = '\0';
+  }
   internal::t_producer = {};
 }
 
@@ -62,6 +69,10 @@ bool ClaimSlow() noexcept {
   if (slot == nullptr) {
     t_producer.no_slot = true;
     return false;
+  }
+  if (t_inherited_name[0] != '\0') {
+    std::memcpy(slot->name, t_inherited_name, kThreadNameSize);
+    t_inherited_name[0] = '\0';
   }
   t_producer.slot = slot;
   t_producer.ring = arena->ring(arena->index_of(slot));

@@ -17,6 +17,12 @@ namespace gilscope::report {
 struct GilInfo {
   std::uint32_t id = 0;           // the `gil` field of events on this GIL
   std::int64_t interpreter = 0;   // CPython interpreter id owning it (0: main)
+  std::uint32_t pid = 0;          // the process it lives in
+  int instance = -1;              // the run's instance it belongs to (-1: none)
+  // Its own recording window (a subinterpreter's or child's is shorter than
+  // the run's); 0 when unknown: then the run's window applies.
+  std::uint64_t start_ns = 0;
+  std::uint64_t end_ns = 0;
   // CPython's own gil->switch_number at the start and end of the window.
   std::uint64_t cpython_switch_start = 0;
   std::uint64_t cpython_switch_end = 0;
@@ -42,6 +48,15 @@ struct ThreadTrace {
   std::vector<recorder::Event> events;  // in the order the thread wrote them
 };
 
+struct ProcessInfo {
+  std::uint32_t pid = 0;
+  std::uint32_t parent_pid = 0;
+  std::string role;               // "host", "instance", "fork", "spawn"
+  std::string status;             // "ok", "error", "crashed", "running"
+  int exit_status = 0;
+  int instance = -1;
+};
+
 struct RunInfo {
   std::string gilscope_version;
   std::string python_version;     // full CPython version, e.g. "3.13.0"
@@ -52,6 +67,9 @@ struct RunInfo {
   std::string status = "ok";      // ok | error | timeout | deadlock | crashed
   int exit_code = 0;
   double switch_interval_s = 0.005;
+  // Logical CPUs the run had (os.cpu_count() or the affinity mask), for the
+  // GIL-tax estimate; 0: unknown, analysis then uses this machine's count.
+  int cpu_count = 0;
 };
 
 struct RunTrace {
@@ -62,6 +80,7 @@ struct RunTrace {
   std::uint64_t end_ns = 0;
   std::vector<GilInfo> gils;
   std::vector<ThreadTrace> threads;
+  std::vector<ProcessInfo> processes;
   std::vector<CodeInfo> code;               // for kFrame events
   std::vector<std::string> marker_names;    // for kMark / kRegion* events
   std::uint64_t dropped_no_slot = 0;  // events from threads that found no free recorder slot

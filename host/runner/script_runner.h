@@ -1,18 +1,31 @@
-// Runs one Python script as __main__ in this process, with the GIL hooks
-// recording, and returns everything analysis needs.
+// Runs a Python script with the GIL hooks recording, in one of several
+// execution modes, and returns everything analysis needs.
 //
-// The recording window opens after the interpreter has started (the main
-// thread holds the GIL, so CPython's switch counter is still) and closes in
-// an atexit hook, after CPython has joined the script's non-daemon threads
-// and before the interpreter is torn down.
+//   main                    the script as __main__ on the main thread (python SCRIPT)
+//   threads                 N host threads, each running it in a fresh __main__
+//                           namespace of the main interpreter (one GIL)
+//   subinterpreters         N subinterpreters with their own GIL (3.12+), each on
+//                           its own host thread
+//   shared-subinterpreters  N subinterpreters sharing the main GIL
+//   processes               N forked children, each running it as __main__
+//   sequential              N runs one after another on the main thread (the
+//                           baseline `gilscope compare` measures against)
+// Instances start together from a barrier, so comparisons are fair.
 //
-// Process-wide: CPython can be initialised once per process, so RunScript
-// may be called once per process.
+// Every process of the run (forked instances, multiprocessing children,
+// spawned `gilscope-python` children) records into one shared arena, found by
+// children through the GILSCOPE_ARENA environment variable.
+//
+// The recording window of each GIL opens once the interpreter has started
+// (its owner holds the GIL, so CPython's switch counter is still) and closes
+// in atexit, after CPython joined the interpreter's non-daemon threads, or
+// in os._exit. Process-wide: call RunScript once per process.
 #pragma once
 
 #include <optional>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "recorder/arena.h"
@@ -20,29 +33,50 @@
 
 namespace gilscope::runner {
 
-// The script cannot be run at all (missing, a folder, unreadable): exit 2.
-class ScriptError : public std::runtime_error {
+// The run cannot start as asked (a script that cannot be opened, a mode this
+// CPython lacks, bad instance counts): exit status 2.
+class UsageError : public std::runtime_error {
  public:
   using std::runtime_error::runtime_error;
 };
+using ScriptError = UsageError;
+
+enum class Mode { kMain, kThreads, kSubinterpreters, kSharedSubinterpreters, kProcesses, kSequential };
+
+const char* ModeName(Mode mode);
+std::optional<Mode> ParseMode(std::string_view name);
+// The modes this build's CPython supports, in the order compare runs them.
+std::vector<Mode> SupportedModes();
 
 struct RunOptions {
   std::string script;
   std::vector<std::string> args;
   std::optional<double> switch_interval_s;
-  std::string python_executable;  // which python the interpreter stands in for
+  Mode mode = Mode::kMain;
+  int instances = 1;
+  // The python the embedded CPython stands in for, its prefix, and the
+  // executable spawned children should run (gilscope-python).
+  std::string python_executable;
+  std::string python_home;
+  std::string child_executable;
   // false: the pthread functions still forward but no GIL is watched, so
   // nothing is recorded (the baseline for overhead measurements).
   bool hooks = true;
   recorder::ArenaConfig arena;
 };
 
-// Throws ScriptError when the script cannot be opened; std::runtime_error
-// when the host itself cannot work (the hooks are not bound, CPython fails
-// to start). A script that fails is not an exception: see info.exit_code.
+// Throws UsageError when the run cannot start as asked; std::runtime_error
+// when the host itself cannot work (the hooks are not bound, CPython fails to
+// start). A script that fails is not an exception: see info.exit_code.
 report::RunTrace RunScript(const RunOptions& options);
 
-// Checks that `path` names a readable regular file; throws ScriptError.
+// Checks that `path` names a readable regular file; throws UsageError.
 void CheckScriptReadable(const std::string& path);
+
+// `gilscope python ARGS`: CPython's own command line with the hooks on. When
+// GILSCOPE_ARENA names a run's arena, it records into that run as a spawned
+// child process. Returns the exit status.
+int PythonMain(const std::vector<std::string>& argv, const std::string& executable,
+               const std::string& python_home);
 
 }  // namespace gilscope::runner

@@ -17,6 +17,7 @@
 #include "recorder/collector.h"
 #include "recorder/producer.h"
 #include "report/analysis.h"
+#include "runner/collect.h"
 
 namespace gilscope {
 namespace {
@@ -89,12 +90,6 @@ struct FakeGil {
 };
 static_assert(sizeof(std::atomic<void*>) == sizeof(void*));
 
-std::uint64_t NowNs() {
-  timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + ts.tv_nsec;
-}
-
 // Two "interpreter loops" contend; one also releases voluntarily now and then.
 // The main thread holds the GIL when watching starts, like the host does.
 TEST(HooksTest, EventsMatchTheGilsOwnCountersExactly) {
@@ -109,12 +104,9 @@ TEST(HooksTest, EventsMatchTheGilsOwnCountersExactly) {
   int main_tstate = 0, tstates[2] = {0, 0};
   gil.Take(&main_tstate);
 
-  report::RunTrace trace;
-  report::GilInfo info;
-  info.holder_tstate_at_start = reinterpret_cast<std::uintptr_t>(&main_tstate);
-  trace.start_ns = NowNs();
-  ASSERT_EQ(hooks::WatchGil(gil.Addresses(), true, info.holder_tstate_at_start), 0);
-  info.cpython_switch_start = hooks::CpythonSwitchNumber(0);
+  const unsigned long switches_before = gil.switch_number;
+  const int index = hooks::StartGil(gil.Addresses(), hooks::GilMeta{}, reinterpret_cast<std::uintptr_t>(&main_tstate));
+  ASSERT_EQ(index, 0);
 
   constexpr int kRounds = 300;
   std::atomic<int> voluntary{0};
@@ -137,18 +129,10 @@ TEST(HooksTest, EventsMatchTheGilsOwnCountersExactly) {
   gil.Drop(&main_tstate);  // main "joins" without the GIL
   for (auto& th : threads) th.join();
   gil.Take(&main_tstate);
-  trace.end_ns = NowNs();
-  info.cpython_switch_end = hooks::CpythonSwitchNumber(0);
-  hooks::UnwatchAll();
+  hooks::StopGil(index);
   collector.Stop();
-  trace.gils.push_back(info);
-  for (auto& log : collector.Take()) {
-    report::ThreadTrace tt;
-    tt.native_id = log.native_id;
-    tt.events = std::move(log.events);
-    tt.dropped = log.dropped;
-    trace.threads.push_back(std::move(tt));
-  }
+  report::RunTrace trace;
+  runner::CollectInto(*arena, collector.Take(), collector.dropped_no_slot(), trace);
   recorder::Install(nullptr);
 
   const report::Analysis a = report::Analyze(trace);
@@ -156,7 +140,7 @@ TEST(HooksTest, EventsMatchTheGilsOwnCountersExactly) {
   EXPECT_EQ(a.events_dropped, 0u);
   EXPECT_GT(a.gils[0].switches, 100u);
   EXPECT_EQ(a.gils[0].switches, a.gils[0].cpython_switches);
-  EXPECT_EQ(a.gils[0].cpython_switches, gil.switch_number - info.cpython_switch_start);
+  EXPECT_EQ(a.gils[0].cpython_switches, gil.switch_number - switches_before);
   ASSERT_EQ(a.threads.size(), 3u);  // main + two workers
   std::uint64_t forced = 0, releases = 0, acquisitions = 0;
   for (const auto& t : a.threads) {
