@@ -10,11 +10,13 @@
 #include <string>
 #include <vector>
 
+#include "cli/compare.h"
 #include "cli/output.h"
 #include "python/interpreter.h"
 #include "report/analysis.h"
 #include "report/chrome_trace_writer.h"
 #include "report/json_writer.h"
+#include "report/raw_file.h"
 #include "report/text_writer.h"
 #include "runner/script_runner.h"
 
@@ -42,6 +44,8 @@ struct RunCommand {
   bool no_hooks = false;
   std::string mode = "main";
   int instances = 1;
+  double timeout = 0;
+  double deadlock_after = 5;
 };
 
 std::string VersionText() {
@@ -69,6 +73,39 @@ std::string ChildExecutableOrSelf() {
   return child.empty() ? SelfExecutable().string() : child;
 }
 
+// Writes every output of a run into `out`, each file whole or not at all.
+void WriteOutputs(const report::RunTrace& trace, const report::Analysis& analysis, const fs::path& out) {
+  std::uint64_t omitted_slices = 0;
+  WriteFileAtomically(out / "report.json",
+                      [&](std::ostream& os) { report::JsonWriter(os).Write(trace, analysis); });
+  WriteFileAtomically(out / "report.txt",
+                      [&](std::ostream& os) { report::TextWriter(os).Write(trace, analysis); });
+  WriteFileAtomically(out / "trace.json", [&](std::ostream& os) {
+    report::ChromeTraceWriter writer(os);
+    writer.Write(trace, analysis);
+    omitted_slices = writer.OmittedSlices();
+  });
+  if (omitted_slices > 0) {
+    spdlog::warn("trace.json holds the run's beginning only: {} timeline events were left out to keep it "
+                 "loadable", omitted_slices);
+  }
+}
+
+// Prints the report in `format` (text or json) to stdout.
+void PrintReport(const report::RunTrace& trace, const report::Analysis& analysis, const std::string& format,
+                 const fs::path& out) {
+  std::cout.flush();
+  if (format == "json") {
+    report::JsonWriter(std::cout).Write(trace, analysis);
+  } else {
+    std::cout << '\n';
+    report::TextWriter(std::cout).Write(trace, analysis);
+    std::cout << "\nReports written to " << out.string() << "/ (report.txt, report.json, trace.json: open "
+              << "it in https://ui.perfetto.dev)\n";
+  }
+  std::cout.flush();
+}
+
 fs::path DefaultOutFolder(const std::string& script) {
   return fs::path("gilscope-out") / fs::path(script).stem();
 }
@@ -84,6 +121,9 @@ int Run(const RunCommand& cmd) {
   options.switch_interval_s = cmd.switch_interval;
   options.python_executable = GILSCOPE_PYTHON_EXECUTABLE;
   options.hooks = !cmd.no_hooks;
+  options.out_dir = out.string();
+  options.timeout_s = cmd.timeout;
+  options.deadlock_after_s = cmd.deadlock_after;
   options.python_home = GILSCOPE_PYTHON_HOME;
   options.child_executable = ChildExecutable();
   options.instances = cmd.instances;
@@ -92,33 +132,35 @@ int Run(const RunCommand& cmd) {
   options.mode = *mode;
   const report::RunTrace trace = runner::RunScript(options);
   const report::Analysis analysis = report::Analyze(trace);
-
-  std::uint64_t omitted_slices = 0;
-  WriteFileAtomically(out / "report.json",
-                      [&](std::ostream& os) { report::JsonWriter(os).Write(trace, analysis); });
-  WriteFileAtomically(out / "report.txt",
-                      [&](std::ostream& os) { report::TextWriter(os).Write(trace, analysis); });
-  WriteFileAtomically(out / "trace.json", [&](std::ostream& os) {
-    report::ChromeTraceWriter writer(os);
-    writer.Write(trace, analysis);
-    omitted_slices = writer.OmittedSlices();
-  });
-  if (omitted_slices > 0) {
-    spdlog::warn("trace.json holds the run's beginning only: {} timeline events were left out to keep it "
-                 "loadable", omitted_slices);
-  }
-
-  std::cout.flush();
-  if (cmd.json) {
-    report::JsonWriter(std::cout).Write(trace, analysis);
-  } else {
-    std::cout << '\n';
-    report::TextWriter(std::cout).Write(trace, analysis);
-    std::cout << "\nReports written to " << out.string() << "/ (report.txt, report.json, trace.json: open "
-              << "it in https://ui.perfetto.dev)\n";
-  }
-  std::cout.flush();
+  WriteOutputs(trace, analysis, out);
+  PrintReport(trace, analysis, cmd.json ? "json" : "text", out);
   return trace.info.exit_code;
+}
+
+// `gilscope report DIR`: every output again from DIR/events.raw.
+int Report(const std::string& dir, const std::string& format) {
+  const fs::path folder(dir);
+  const fs::path raw = folder / "events.raw";
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) throw runner::UsageError("'" + dir + "' is not a gilscope output folder");
+  if (!fs::exists(raw, ec)) {
+    throw runner::UsageError("'" + dir + "' has no events.raw: it is not the output folder of a gilscope run");
+  }
+  report::RawContents contents;
+  try {
+    report::ReadOptions read;
+    read.allow_unfinished = true;
+    contents = report::ReadRawFile(raw.string(), read);
+  } catch (const report::RawFileError& e) {
+    throw runner::UsageError(e.what());
+  }
+  if (!contents.finished) {
+    spdlog::warn("{} was not finished (its run did not end cleanly): reporting what it holds", raw.string());
+  }
+  const report::Analysis analysis = report::Analyze(contents.trace);
+  WriteOutputs(contents.trace, analysis, folder);
+  PrintReport(contents.trace, analysis, format, folder);
+  return 0;
 }
 
 }  // namespace
@@ -167,8 +209,30 @@ int Main(int argc, char** argv) {
                              "sequential"}));
   run_app->add_option("--instances", run.instances, "How many copies of the script run at once (1-64)")
       ->check(CLI::Range(1, 64));
+  run_app->add_option("--timeout", run.timeout,
+                      "End the run after S seconds (status timeout, exit 124); the reports are still written")
+      ->check(CLI::PositiveNumber);
+  run_app->add_option("--deadlock-after", run.deadlock_after,
+                      "Call it a deadlock when every thread has been blocked on a lock this long (default 5 s)")
+      ->check(CLI::PositiveNumber);
   run_app->add_flag("--no-hooks", run.no_hooks,
                     "Watch no GIL: the hooks only forward (baseline for measuring gilscope's overhead)");
+
+  CompareOptions compare;
+  std::string compare_out;
+  CLI::App* compare_app = app.add_subcommand(
+      "compare", "Run SCRIPT N times one after another, then N at once in every mode, and compare");
+  compare_app->add_option("script", compare.script, "The Python script")->required();
+  compare_app->add_option("args", compare.args, "Arguments for the script (put them after --)");
+  compare_app->add_option("--instances", compare.instances, "How many copies run at once (default 2)")
+      ->check(CLI::Range(1, 64));
+  compare_app->add_option("--out", compare_out, "Output folder (default: gilscope-out/<script-stem>-compare)");
+
+  std::string report_dir, report_format = "text";
+  CLI::App* report_app = app.add_subcommand("report", "Render a saved run's reports again from DIR/events.raw");
+  report_app->add_option("dir", report_dir, "The run's output folder")->required();
+  report_app->add_option("--format", report_format, "What to print: text, json or html")
+      ->check(CLI::IsMember({"text", "json", "html"}));
 
   try {
     app.parse(argc, argv);
@@ -186,6 +250,14 @@ int Main(int argc, char** argv) {
 
   try {
     if (*run_app) return Run(run);
+    if (*report_app) return Report(report_dir, report_format);
+    if (*compare_app) {
+      runner::CheckScriptReadable(compare.script);
+      compare.out = compare_out.empty()
+                        ? fs::path("gilscope-out") / (fs::path(compare.script).stem().string() + "-compare")
+                        : fs::path(compare_out);
+      return RunCompare(compare, SelfExecutable(), std::cout);
+    }
   } catch (const runner::UsageError& e) {
     std::cerr << "gilscope: " << e.what() << '\n';
     return kExitUsage;

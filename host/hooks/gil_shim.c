@@ -5,6 +5,7 @@
 #include <Python.h>
 #include <stddef.h>
 
+#include "internal/pycore_frame.h"
 #include "internal/pycore_gil.h"
 #include "internal/pycore_interp.h"
 #include "internal/pycore_runtime.h"
@@ -66,4 +67,89 @@ int gilscope_interp_shares_main_gil(void* interp) {
   PyInterpreterState* i = interp ? (PyInterpreterState*)interp : PyInterpreterState_Get();
   return i->ceval.gil == PyInterpreterState_Main()->ceval.gil;
 #endif
+}
+
+/* ---- frames at GIL release (attribution) ---- */
+
+#define GILSCOPE_CODE_SLOTS 16384 /* a power of two */
+
+/* Code objects seen by the probe, each holding one strong reference.
+ * Open addressing; a slot goes from NULL to a code object once (CAS). */
+static PyObject* g_codes[GILSCOPE_CODE_SLOTS];
+
+static int keep_code(PyObject* code) {
+  uintptr_t h = ((uintptr_t)code * 0x9E3779B97F4A7C15ull) >> 50; /* 14 bits */
+  for (unsigned i = 0; i < GILSCOPE_CODE_SLOTS; ++i) {
+    PyObject** slot = &g_codes[(h + i) & (GILSCOPE_CODE_SLOTS - 1)];
+    PyObject* seen = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
+    if (seen == code) return 0;
+    if (seen == NULL) {
+      PyObject* expected = NULL;
+      if (__atomic_compare_exchange_n(slot, &expected, code, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+        Py_INCREF(code);
+        return 0;
+      }
+      if (expected == code) return 0;
+    }
+  }
+  return -1;
+}
+
+static _PyInterpreterFrame* current_frame(PyThreadState* tstate) {
+#if PY_VERSION_HEX < 0x030D0000
+  return tstate->cframe != NULL ? tstate->cframe->current_frame : NULL;
+#else
+  return tstate->current_frame;
+#endif
+}
+
+static PyObject* frame_code(_PyInterpreterFrame* f) {
+#if PY_VERSION_HEX < 0x030D0000
+  return (PyObject*)f->f_code;
+#else
+  return f->f_executable;
+#endif
+}
+
+/* One entry per thread: a release at the same instruction as the last one
+ * (a loop forced to switch) costs no line-table lookup. */
+static __thread PyObject* t_last_code;
+static __thread int t_last_lasti = -1;
+static __thread uint32_t t_last_line;
+
+int gilscope_probe_frame(const void* tstate_ptr, uint64_t* code_id, uint32_t* line) {
+  PyThreadState* tstate = (PyThreadState*)tstate_ptr;
+  if (tstate == NULL) return -1;
+  _PyInterpreterFrame* f = current_frame(tstate);
+  while (f != NULL && _PyFrame_IsIncomplete(f)) f = f->previous;
+  if (f == NULL) return -1;
+  PyObject* code = frame_code(f);
+  if (code == NULL || !PyCode_Check(code)) return -1;
+  const int lasti = _PyInterpreterFrame_LASTI(f);
+  if (code != t_last_code || lasti != t_last_lasti) {
+    const int l = PyCode_Addr2Line((PyCodeObject*)code, lasti * (int)sizeof(_Py_CODEUNIT));
+    if (keep_code(code) != 0) return -1;
+    t_last_code = code;
+    t_last_lasti = lasti;
+    t_last_line = l > 0 ? (uint32_t)l : 0;
+  }
+  *code_id = (uint64_t)(uintptr_t)code;
+  *line = t_last_line;
+  return 0;
+}
+
+void gilscope_code_registry_drain(gilscope_code_fn fn, void* ctx) {
+  for (unsigned i = 0; i < GILSCOPE_CODE_SLOTS; ++i) {
+    PyObject* code = __atomic_exchange_n(&g_codes[i], NULL, __ATOMIC_ACQ_REL);
+    if (code == NULL) continue;
+    PyCodeObject* co = (PyCodeObject*)code;
+    const char* qualname = co->co_qualname ? PyUnicode_AsUTF8(co->co_qualname) : NULL;
+    if (qualname == NULL) PyErr_Clear();
+    const char* filename = co->co_filename ? PyUnicode_AsUTF8(co->co_filename) : NULL;
+    if (filename == NULL) PyErr_Clear();
+    fn((uint64_t)(uintptr_t)code, qualname ? qualname : "?", filename ? filename : "?", co->co_firstlineno, ctx);
+    Py_DECREF(code);
+  }
+  t_last_code = NULL;
+  t_last_lasti = -1;
 }

@@ -41,6 +41,7 @@ struct GilState {
   // Whether this process records this GIL now (process-local: a forked child
   // re-indexes the GILs it inherited).
   bool active = false;
+  bool probe_frames = false;
   // Set when a waiter's timeout made a drop request during the current hold;
   // cleared at each acquisition. Touched only with the GIL's mutex held
   // (timedwait returns with it, both signals are sent under it), so relaxed
@@ -49,6 +50,7 @@ struct GilState {
 };
 
 GilState g_gils[kMaxGils];
+FrameProbe g_frame_probe = nullptr;
 
 // Per-thread hook state. Trivial so access needs no TLS guard.
 struct ThreadHookState {
@@ -115,6 +117,7 @@ bool Open(int index, const GilAddresses& addr, const GilMeta& meta, std::uint64_
   GilState& g = g_gils[index];
   g.addr = addr;
   g.drop_pending.store(false, std::memory_order_relaxed);
+  g.probe_frames = meta.probe_frames && g_frame_probe != nullptr;
   g.active = true;
   // The mutex last: from its first hit on, the conds are known too.
   return Insert(addr.switch_cond, ObjectKind::kSwitchCond, index) &&
@@ -144,6 +147,7 @@ void AfterForkInChild() {
     GilMeta meta;
     meta.interpreter = parent_record.interpreter;
     meta.instance = parent_record.instance;
+    meta.probe_frames = old.probe_frames;
     const int index = arena->ReserveGil();
     if (index < 0) {
       Remove(old.addr.mutex);
@@ -166,6 +170,8 @@ void AfterForkInChild() {
 std::atomic<bool> g_fork_handler_installed{false};
 
 }  // namespace
+
+void SetFrameProbe(FrameProbe probe) { g_frame_probe = probe; }
 
 int StartGil(const GilAddresses& gil, const GilMeta& meta, std::uintptr_t caller_tstate) {
   recorder::Arena* arena = recorder::Installed();
@@ -243,8 +249,20 @@ unsigned long CpythonSwitchNumber(int gil) {
 
 void OnGilMutexLock(const WatchEntry& e) noexcept {
   if (e.kind != ObjectKind::kGilMutex) return;
-  // drop_gil locks the mutex too, while this thread still holds the GIL.
-  if (t_hook.held == e.gil + 1) return;
+  if (t_hook.held == e.gil + 1) {
+    // drop_gil: this thread still owns the GIL (locked is still 1) and has
+    // just stored itself as last_holder: its frame is the one giving way.
+    const GilState& g = g_gils[e.gil];
+    if (g.probe_frames) {
+      std::uint64_t code = 0;
+      std::uint32_t line = 0;
+      const void* tstate = __atomic_load_n(g.addr.last_holder, __ATOMIC_RELAXED);
+      if (g_frame_probe(tstate, &code, &line) == 0) {
+        recorder::Record(EventKind::kFrame, e.gil, 0, code, line);
+      }
+    }
+    return;
+  }
   Emit(EventKind::kRequest, e.gil, 0);
 }
 

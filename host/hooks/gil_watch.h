@@ -38,7 +38,15 @@ inline constexpr int kMaxGils = 255;  // Event::gil is a byte
 struct GilMeta {
   std::int64_t interpreter = 0;  // CPython interpreter id
   std::int32_t instance = -1;    // the run's instance it belongs to
+  // Record the releasing thread's Python frame (kFrame) at each release.
+  bool probe_frames = false;
 };
+
+// Reads the Python frame of the thread state releasing a GIL: returns 0 and
+// an opaque code id and a line, or -1. Called inside drop_gil while the
+// releasing thread still owns the GIL. Set once before recording starts.
+using FrameProbe = int (*)(const void* tstate, std::uint64_t* code_id, std::uint32_t* line);
+void SetFrameProbe(FrameProbe probe);
 
 // Starts recording a GIL: reserves its run-wide index in the installed arena
 // (recorder::Installed()), opens its GilRecord (window start, CPython's switch

@@ -12,6 +12,7 @@
 // GLIBC_2.2.5 condvars under the same names.
 #include <dlfcn.h>
 #include <pthread.h>
+#include <semaphore.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -19,6 +20,8 @@
 
 #include "hooks/gil_watch.h"
 #include "hooks/pthread_hooks.h"
+#include "recorder/clock.h"
+#include "recorder/producer.h"
 
 namespace {
 
@@ -26,12 +29,14 @@ using MutexLockFn = int (*)(pthread_mutex_t*);
 using CondTimedWaitFn = int (*)(pthread_cond_t*, pthread_mutex_t*, const struct timespec*);
 using CondSignalFn = int (*)(pthread_cond_t*);
 using ExitFn = void (*)(int);
+using SemWaitFn = int (*)(sem_t*);
 
 MutexLockFn g_real_mutex_lock = nullptr;
 CondTimedWaitFn g_real_cond_timedwait = nullptr;
 CondSignalFn g_real_cond_signal = nullptr;
 ExitFn g_real_exit = nullptr;
 ExitFn g_real_libc_exit = nullptr;
+SemWaitFn g_real_sem_wait = nullptr;
 
 void* Resolve(const char* name, const char* version) {
   void* f = version ? dlvsym(RTLD_NEXT, name, version) : dlsym(RTLD_NEXT, name);
@@ -49,6 +54,7 @@ __attribute__((constructor(101))) void ResolveRealFunctions() {
   g_real_cond_signal = reinterpret_cast<CondSignalFn>(Resolve("pthread_cond_signal", "GLIBC_2.3.2"));
   g_real_exit = reinterpret_cast<ExitFn>(Resolve("_exit", nullptr));
   g_real_libc_exit = reinterpret_cast<ExitFn>(Resolve("exit", nullptr));
+  g_real_sem_wait = reinterpret_cast<SemWaitFn>(Resolve("sem_wait", nullptr));
 }
 
 // A call that arrives before the constructor (another library's constructor
@@ -108,10 +114,24 @@ __attribute__((visibility("default"))) int pthread_cond_signal(pthread_cond_t* c
   return RealCondSignal()(cond);
 }
 
+// A wait with no timeout on a semaphore: how CPython blocks on a lock, an
+// event, a join. Marked on the thread's recorder slot for the deadlock
+// watchdog (threads without a slot pay one thread-local load).
+__attribute__((visibility("default"))) int sem_wait(sem_t* sem) {
+  if (g_real_sem_wait == nullptr) [[unlikely]] ResolveRealFunctions();
+  gilscope::recorder::MarkLockWait(gilscope::recorder::NowNs());
+  const int rc = g_real_sem_wait(sem);
+  const int saved_errno = errno;
+  gilscope::recorder::MarkLockWait(0);
+  errno = saved_errno;
+  return rc;
+}
+
 // os._exit() (how multiprocessing's forked children end) skips atexit, so
 // the GIL windows of this process are closed here. The caller holds the GIL
 // (os._exit does not release it), which StopAllGils needs.
 __attribute__((visibility("default"), noreturn)) void _exit(int status) {
+  gilscope::recorder::RecordCurrentThreadCpu();
   gilscope::hooks::StopAllGils();
   gilscope::hooks::MarkProcessExit(status);
   if (g_real_exit == nullptr) ResolveRealFunctions();

@@ -3,11 +3,18 @@
 //   _gilscope._set_thread_name(name)  names the calling thread in the recorder
 //   _gilscope._stop()                 the run's end (called from atexit, after
 //                                     CPython joined the script's threads)
+//   _gilscope._mark(name, kind)       a marker on the timeline (0 instant,
+//                                     1 region begin, 2 region end)
+// and the public `gilscope` module scripts import: mark(), region(), active().
 //
 // RegisterBuiltinModule() must run before the interpreter is initialised.
 #pragma once
 
+#include <cstdint>
 #include <functional>
+#include <string>
+#include <utility>
+#include <vector>
 
 namespace gilscope::python {
 
@@ -21,5 +28,9 @@ void SetStopCallback(std::function<void()> on_stop);
 // the main thread's name, the atexit hook calling _gilscope._stop().
 // PRECONDITION: the GIL is held, the interpreter initialised. Throws PyError.
 void InstallPythonHelpers();
+
+// Marker names this process has handed out ids for (id, name), for the
+// names file. Thread-safe.
+std::vector<std::pair<std::uint32_t, std::string>> MarkerNames();
 
 }  // namespace gilscope::python

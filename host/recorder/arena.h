@@ -69,6 +69,14 @@ struct ProcessRecord {
   char role[kRoleSize];           // "host", "instance", "fork", "spawn"
 };
 
+// What the runner tells the supervisor about the run besides events.
+struct RunRecord {
+  enum Outcome : std::uint32_t { kNone = 0, kDeadlock = 1 };
+  double switch_interval_s;
+  std::atomic<std::uint32_t> outcome;  // set by the runner's watchdog
+  std::uint32_t reserved;
+};
+
 struct alignas(64) ArenaHeader {
   std::uint64_t magic;
   std::uint32_t slot_count;
@@ -80,6 +88,8 @@ struct alignas(64) ArenaHeader {
   std::atomic<std::uint32_t> next_gil;
   std::atomic<std::uint32_t> next_process;
   std::atomic<std::uint64_t> gils_lost;       // GILs not registered: table full
+  std::atomic<std::uint32_t> next_marker;     // run-wide marker name ids
+  RunRecord run;
   GilRecord gils[kMaxGils];
   ProcessRecord processes[kMaxProcesses];
 };
@@ -99,6 +109,13 @@ struct alignas(64) SlotHeader {
   // event is in place so the consumer's acquire-load sees whole events.
   alignas(64) std::atomic<std::uint64_t> head;
   std::atomic<std::uint64_t> dropped;  // only the producer writes (relaxed)
+  // The thread's CPU time when it ended (or its process did); valid when
+  // cpu_known is 1 (release-stored after cpu_ns).
+  std::uint64_t cpu_ns;
+  std::atomic<std::uint32_t> cpu_known;
+  // Non-zero while the thread waits on a lock with no timeout (sem_wait):
+  // when it began. Written by the owning thread, read by the watchdog.
+  std::atomic<std::uint64_t> lock_wait_since_ns;
   // Consumer side. tail_ counts events consumed; release-stored after the
   // consumer copied them so the producer may overwrite those cells.
   alignas(64) std::atomic<std::uint64_t> tail;

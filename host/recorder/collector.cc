@@ -1,5 +1,6 @@
 #include "recorder/collector.h"
 
+#include <algorithm>
 #include <cstring>
 
 namespace gilscope::recorder {
@@ -40,10 +41,19 @@ std::size_t Collector::DrainOnce() {
     std::uint64_t tail = s.tail.load(std::memory_order_relaxed);
     if (head == tail) continue;
     const Event* ring = arena_.ring(i);
-    std::vector<Event>& out = drained_[i];
-    out.reserve(out.size() + (head - tail));
     copied += head - tail;
-    for (; tail < head; ++tail) out.push_back(ring[tail & mask]);
+    if (sink_) {
+      while (tail < head) {
+        const std::uint64_t at = tail & mask;
+        const std::uint64_t n = std::min(head - tail, mask + 1 - at);  // up to the ring's end
+        sink_(i, ring + at, static_cast<std::size_t>(n));
+        tail += n;
+      }
+    } else {
+      std::vector<Event>& out = drained_[i];
+      out.reserve(out.size() + (head - tail));
+      for (; tail < head; ++tail) out.push_back(ring[tail & mask]);
+    }
     // release: our copies are done before the producer may reuse the cells.
     s.tail.store(head, std::memory_order_release);
   }
@@ -64,6 +74,7 @@ std::vector<ThreadLog> Collector::Take() {
     log.pid = s.pid;
     log.name.assign(s.name, strnlen(s.name, kThreadNameSize));
     log.dropped = s.dropped.load(std::memory_order_relaxed);
+    if (s.cpu_known.load(std::memory_order_acquire) == 1) log.cpu_s = static_cast<double>(s.cpu_ns) / 1e9;
     log.events = std::move(drained_[i]);
     logs.push_back(std::move(log));
   }

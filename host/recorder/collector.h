@@ -11,6 +11,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -26,6 +27,7 @@ struct ThreadLog {
   std::uint32_t pid = 0;
   std::string name;
   std::uint64_t dropped = 0;
+  double cpu_s = -1;  // < 0: unknown
   std::vector<Event> events;
 };
 
@@ -35,6 +37,12 @@ class Collector {
   ~Collector() { Stop(); }
   Collector(const Collector&) = delete;
   Collector& operator=(const Collector&) = delete;
+
+  // Where drained events go instead of memory: called on the drain thread
+  // with each slot's new events in order (possibly in two pieces where the
+  // ring wraps). Set before Start().
+  using Sink = std::function<void(std::uint32_t slot, const Event* events, std::size_t n)>;
+  void SetSink(Sink sink) { sink_ = std::move(sink); }
 
   void Start(std::chrono::microseconds period = std::chrono::milliseconds(2));
   // Stops the drain thread (if any) and drains what is left. Idempotent.
@@ -51,6 +59,7 @@ class Collector {
 
   Arena& arena_;
   std::vector<std::vector<Event>> drained_;  // by slot index; touched only by the drainer
+  Sink sink_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
 };

@@ -19,6 +19,8 @@ thread_local char t_inherited_name[kThreadNameSize];
 
 }  // namespace internal
 
+void RecordCurrentThreadCpu() noexcept;
+
 namespace {
 
 // acquire/release: threads that read the arena pointer see the arena the
@@ -30,6 +32,7 @@ std::atomic<bool> g_key_ready{false};
 void OnThreadExit(void* slot_ptr) {
   auto* slot = static_cast<SlotHeader*>(slot_ptr);
   if (slot == nullptr || internal::t_producer.slot != slot) return;
+  RecordCurrentThreadCpu();
   Record(EventKind::kThreadExit, 0, 0, NowNs());
   slot->state.store(SlotState::kExited, std::memory_order_release);
   internal::t_producer = {};
@@ -89,6 +92,16 @@ void CountNoSlot() noexcept {
 }
 
 }  // namespace internal
+
+void RecordCurrentThreadCpu() noexcept {
+  SlotHeader* slot = internal::t_producer.slot;
+  if (slot == nullptr) return;
+  timespec ts{};
+  if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0) return;
+  slot->cpu_ns = static_cast<std::uint64_t>(ts.tv_sec) * 1'000'000'000u + static_cast<std::uint64_t>(ts.tv_nsec);
+  // release: cpu_ns is complete before a reader sees it known.
+  slot->cpu_known.store(1, std::memory_order_release);
+}
 
 void SetCurrentThreadName(std::string_view name) noexcept {
   internal::ProducerTls& p = internal::t_producer;

@@ -26,6 +26,11 @@ Arena* Installed() noexcept;
 // Names the calling thread's slot (claiming one if needed). Truncates to fit.
 void SetCurrentThreadName(std::string_view name) noexcept;
 
+// Stores the calling thread's CPU time in its slot (if it has one). Done
+// automatically when a thread exits; call it for threads that end with
+// their process (the main thread, a child leaving through _exit).
+void RecordCurrentThreadCpu() noexcept;
+
 namespace internal {
 
 struct ProducerTls {
@@ -44,7 +49,8 @@ void CountNoSlot() noexcept;
 
 }  // namespace internal
 
-inline bool Record(EventKind kind, std::uint8_t gil, std::uint16_t flags, std::uint64_t ts) noexcept {
+inline bool Record(EventKind kind, std::uint8_t gil, std::uint16_t flags, std::uint64_t ts,
+                   std::uint32_t aux = 0) noexcept {
   internal::ProducerTls& p = internal::t_producer;
   if (p.slot == nullptr) [[unlikely]] {
     if (p.no_slot || !internal::ClaimSlow()) {
@@ -64,10 +70,18 @@ inline bool Record(EventKind kind, std::uint8_t gil, std::uint16_t flags, std::u
       return false;
     }
   }
-  p.ring[head & p.mask] = Event{ts, kind, gil, flags, 0};
+  p.ring[head & p.mask] = Event{ts, kind, gil, flags, aux};
   // release: the event's bytes are visible before the new head.
   s.head.store(head + 1, std::memory_order_release);
   return true;
+}
+
+// Marks the calling thread as blocked on a lock since `now_ns` (0: no longer).
+// Only threads that have a slot (Python threads) are marked.
+inline void MarkLockWait(std::uint64_t now_ns) noexcept {
+  if (SlotHeader* slot = internal::t_producer.slot) {
+    slot->lock_wait_since_ns.store(now_ns, std::memory_order_relaxed);
+  }
 }
 
 }  // namespace gilscope::recorder

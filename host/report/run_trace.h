@@ -66,10 +66,25 @@ struct RunInfo {
   int instances = 1;
   std::string status = "ok";      // ok | error | timeout | deadlock | crashed
   int exit_code = 0;
+  int signal = 0;                 // the signal that ended it ("crashed"), else 0
   double switch_interval_s = 0.005;
   // Logical CPUs the run had (os.cpu_count() or the affinity mask), for the
   // GIL-tax estimate; 0: unknown, analysis then uses this machine's count.
   int cpu_count = 0;
+};
+
+// One thread's state when a deadlock was declared.
+struct BlockedThread {
+  std::string name;
+  std::string waiting_for;         // the lock expression it waits on, e.g. locks['lock_2']
+  std::string held_by;             // the thread holding that lock, when known
+  std::vector<std::string> holds;  // locks of the `with` blocks it is inside
+  std::string stack;               // its Python stack, formatted
+};
+
+struct Deadlock {
+  std::string summary;             // "thread_1 waits for ... (held by thread_2); ..."
+  std::vector<BlockedThread> threads;
 };
 
 struct RunTrace {
@@ -83,6 +98,7 @@ struct RunTrace {
   std::vector<ProcessInfo> processes;
   std::vector<CodeInfo> code;               // for kFrame events
   std::vector<std::string> marker_names;    // for kMark / kRegion* events
+  Deadlock deadlock;                        // status "deadlock" only
   std::uint64_t dropped_no_slot = 0;  // events from threads that found no free recorder slot
 };
 

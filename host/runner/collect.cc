@@ -55,6 +55,7 @@ void CollectInto(recorder::Arena& arena, std::vector<recorder::ThreadLog> logs,
     t.pid = log.pid;
     t.name = std::move(log.name);
     t.dropped = log.dropped;
+    t.cpu_s = log.cpu_s;
     t.events = std::move(log.events);
     trace.threads.push_back(std::move(t));
   }

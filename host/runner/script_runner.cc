@@ -3,10 +3,19 @@
 #include <Python.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdio>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <chrono>
+#include <csignal>
+#include <filesystem>
 #include <cstdlib>
 #include <cstring>
 #include <latch>
@@ -26,7 +35,9 @@
 #include "recorder/clock.h"
 #include "recorder/collector.h"
 #include "recorder/producer.h"
+#include "report/raw_file.h"
 #include "runner/collect.h"
+#include "runner/watchdog.h"
 
 #ifndef GILSCOPE_VERSION
 #define GILSCOPE_VERSION "0.0.0"
@@ -76,9 +87,99 @@ int StartCurrentGil(bool hooks_on, int instance) {
   hooks::GilMeta meta;
   meta.interpreter = PyInterpreterState_GetID(PyInterpreterState_Get());
   meta.instance = instance;
+  // Frames are read only on the main interpreter: the code registry keeps
+  // references, which must be dropped by the interpreter that owns them.
+  meta.probe_frames = PyInterpreterState_Get() == PyInterpreterState_Main();
   const int index = hooks::StartGil(AddressesOfCurrentInterpreter(), meta, gilscope_current_tstate());
   if (index < 0) spdlog::warn("a GIL could not be recorded: the run's GIL table is full");
   return index;
+}
+
+// Names for the ids this process's events use (code objects of kFrame,
+// markers), written beside the arena for the supervisor:
+// <arena>.names-<pid>.json = {"code": [[id, qualname, file, line]...],
+//                             "markers": [[id, name]...]}.
+// PRECONDITION: the main interpreter's GIL is held (code objects are read
+// and released).
+void WriteNamesFile() {
+  recorder::Arena* arena = recorder::Installed();
+  if (arena == nullptr || arena->path().empty()) return;
+  nlohmann::json j;
+  j["code"] = nlohmann::json::array();
+  gilscope_code_registry_drain(
+      [](std::uint64_t id, const char* qualname, const char* filename, int first_line, void* ctx) {
+        static_cast<nlohmann::json*>(ctx)->push_back({id, qualname, filename, first_line});
+      },
+      &j["code"]);
+  j["markers"] = nlohmann::json::array();
+  for (const auto& [id, name] : python::MarkerNames()) j["markers"].push_back({id, name});
+  const std::string path = arena->path() + ".names-" + std::to_string(getpid()) + ".json";
+  const std::string tmp = path + ".tmp";
+  if (FILE* f = std::fopen(tmp.c_str(), "w")) {
+    const std::string text = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
+    if (std::fclose(f) == 0 && ok) std::rename(tmp.c_str(), path.c_str());
+  }
+}
+
+// Stop callback of a main interpreter: close the windows, then name ids.
+void StopMainInterpreter() {
+  hooks::StopAllGils();
+  WriteNamesFile();
+}
+
+// Reads and removes every names file of the run into meta.code/marker_names.
+void CollectNames(const std::string& arena_path, report::RunTrace& meta) {
+  namespace fs = std::filesystem;
+  const fs::path arena(arena_path);
+  const std::string prefix = arena.filename().string() + ".names-";
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(arena.parent_path(), ec)) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(prefix, 0) != 0 || entry.path().extension() != ".json") continue;
+    std::ifstream in(entry.path());
+    const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+    fs::remove(entry.path(), ec);
+    if (!j.is_object()) continue;
+    for (const auto& c : j.value("code", nlohmann::json::array())) {
+      if (!c.is_array() || c.size() != 4) continue;
+      report::CodeInfo info;
+      info.id = c[0].get<std::uint64_t>();
+      info.function = c[1].get<std::string>();
+      info.file = c[2].get<std::string>();
+      info.first_line = c[3].get<int>();
+      meta.code.push_back(std::move(info));
+    }
+    for (const auto& m : j.value("markers", nlohmann::json::array())) {
+      if (!m.is_array() || m.size() != 2) continue;
+      const auto id = m[0].get<std::uint32_t>();
+      if (id >= 1'000'000) continue;
+      if (meta.marker_names.size() <= id) meta.marker_names.resize(id + 1);
+      meta.marker_names[id] = m[1].get<std::string>();
+    }
+  }
+}
+
+// The watchdog's description of a deadlock, if it left one (and removes it).
+void ReadDeadlock(const std::string& arena_path, report::RunTrace& meta) {
+  const std::string path = DeadlockFilePath(arena_path);
+  std::ifstream in(path);
+  if (!in) return;
+  const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
+  std::remove(path.c_str());
+  if (!j.is_object()) return;
+  meta.deadlock.summary = j.value("summary", "");
+  for (const auto& t : j.value("threads", nlohmann::json::array())) {
+    report::BlockedThread b;
+    b.name = t.value("name", "");
+    b.waiting_for = t.value("waiting_for", "");
+    b.held_by = t.value("held_by", "");
+    for (const auto& h : t.value("holds", nlohmann::json::array())) {
+      if (h.is_string()) b.holds.push_back(h.get<std::string>());
+    }
+    b.stack = t.value("stack", "");
+    meta.deadlock.threads.push_back(std::move(b));
+  }
 }
 
 // The arena lives in shared memory under a name children can find.
@@ -292,6 +393,119 @@ void CheckScriptReadable(const std::string& path) {
   close(fd);
 }
 
+namespace {
+
+// The runner: the child process that starts Python and runs the script.
+// Records into the inherited arena; returns the run's exit status.
+int RunnerMain(const RunOptions& options, recorder::Arena& arena) {
+  hooks::RegisterProcess("runner", -1);
+
+  python::RegisterBuiltinModule();
+  python::InterpreterOptions interp_options;
+  interp_options.python_executable = options.python_executable;
+  interp_options.executable = options.child_executable;
+  interp_options.python_home = options.python_home;
+  interp_options.argv.push_back(options.script);
+  interp_options.argv.insert(interp_options.argv.end(), options.args.begin(), options.args.end());
+  python::Interpreter interpreter(interp_options);
+
+  python::InstallPythonHelpers();
+  arena.header().run.switch_interval_s = ApplySwitchInterval(options.switch_interval_s);
+
+  // Main mode: the main GIL is the instance's. Otherwise it belongs to the
+  // host (the instances of threads/shared modes run under it too).
+  StartCurrentGil(options.hooks, options.mode == Mode::kMain ? 0 : -1);
+  // In atexit, after CPython joined the script's threads. In a forked
+  // instance this closes that child's own (re-indexed) GILs.
+  python::SetStopCallback(&StopMainInterpreter);
+
+  Watchdog watchdog(arena, options.deadlock_after_s);
+  std::vector<int> statuses(static_cast<std::size_t>(options.instances), 0);
+  double ignored_interval = 0;
+  switch (options.mode) {
+    case Mode::kMain:
+      statuses[0] = interpreter.RunMainScript(options.script);
+      break;
+    case Mode::kSequential:
+      for (int& st : statuses) st = python::RunScript(options.script, /*fresh_namespace=*/true);
+      break;
+    case Mode::kThreads:
+      RunThreadInstances(options, statuses);
+      break;
+    case Mode::kSubinterpreters:
+    case Mode::kSharedSubinterpreters:
+      RunSubinterpreterInstances(options, options.mode == Mode::kSubinterpreters, statuses, ignored_interval);
+      break;
+    case Mode::kProcesses:
+      RunProcessInstances(options, interpreter, &arena, statuses);
+      break;
+  }
+  int status = FirstFailure(statuses);
+  // Joins the script's non-daemon threads, then runs atexit: the window closes.
+  if (const int fin = interpreter.Finalize(); fin != 0 && status == 0) status = fin;
+  hooks::StopAllGils();  // if atexit never ran (a fatal error in finalisation)
+  recorder::RecordCurrentThreadCpu();
+  hooks::MarkProcessExit(status);
+  std::fflush(nullptr);
+  return status;
+}
+
+volatile std::sig_atomic_t g_interrupted = 0;
+void OnInterrupt(int) { g_interrupted = 1; }
+
+// Kills the runner and every traced process of the run still running.
+void KillRun(recorder::Arena& arena, pid_t runner) {
+  kill(runner, SIGKILL);
+  for (std::uint32_t i = 0; i < arena.process_count(); ++i) {
+    recorder::ProcessRecord& p = arena.process(i);
+    if (p.state.load(std::memory_order_acquire) == recorder::ProcessRecord::kRunning &&
+        p.pid != static_cast<std::uint32_t>(getpid())) {
+      kill(static_cast<pid_t>(p.pid), SIGKILL);
+    }
+  }
+}
+
+struct RunnerEnd {
+  int raw_status = 0;
+  bool timed_out = false;
+  bool interrupted = false;
+};
+
+// Waits for the runner, enforcing the timeout and passing Ctrl-C on.
+RunnerEnd WaitForRunner(recorder::Arena& arena, pid_t runner, double timeout_s) {
+  RunnerEnd end;
+  const int pidfd = static_cast<int>(syscall(SYS_pidfd_open, runner, 0));
+  const auto start = std::chrono::steady_clock::now();
+  std::optional<std::chrono::steady_clock::time_point> interrupted_at;
+  for (;;) {
+    const pid_t done = waitpid(runner, &end.raw_status, WNOHANG);
+    if (done == runner) break;
+    const auto now = std::chrono::steady_clock::now();
+    if (timeout_s > 0 && !end.timed_out &&
+        std::chrono::duration<double>(now - start).count() >= timeout_s) {
+      end.timed_out = true;
+      KillRun(arena, runner);
+    }
+    if (g_interrupted && !interrupted_at) {
+      // The terminal sent SIGINT to the runner too (same process group); it
+      // gets KeyboardInterrupt. Give it a moment to end by itself.
+      end.interrupted = true;
+      interrupted_at = now;
+    }
+    if (interrupted_at && now - *interrupted_at > std::chrono::seconds(3)) KillRun(arena, runner);
+    if (pidfd >= 0) {
+      pollfd p{pidfd, POLLIN, 0};
+      poll(&p, 1, 100);
+    } else {
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
+  }
+  if (pidfd >= 0) close(pidfd);
+  return end;
+}
+
+}  // namespace
+
 report::RunTrace RunScript(const RunOptions& options) {
   CheckScriptReadable(options.script);
   if (options.instances < 1 || options.instances > kMaxInstances) {
@@ -311,74 +525,95 @@ report::RunTrace RunScript(const RunOptions& options) {
         "the pthread hooks are not in effect (the executable must export them): no GIL event can be seen");
   }
 
+  const std::string raw_path = (std::filesystem::path(options.out_dir) / "events.raw").string();
+  report::RawWriter raw = report::RawWriter::Open(raw_path);
   ArenaFile arena_file(options.arena);
   recorder::Arena& arena = arena_file.arena();
   recorder::Install(&arena);
-  hooks::RegisterProcess("host", -1);
+  hooks::RegisterProcess("supervisor", -1);
+  hooks::SetFrameProbe(&gilscope_probe_frame);
   recorder::Collector collector(arena);
-
-  report::RunTrace trace;
-  trace.info.gilscope_version = GILSCOPE_VERSION;
-  trace.info.python_version = python::LinkedPythonVersion();
-  trace.info.script = options.script;
-  trace.info.args = options.args;
-  trace.info.mode = ModeName(options.mode);
-  trace.info.instances = options.instances;
-
-  python::RegisterBuiltinModule();
-  python::InterpreterOptions interp_options;
-  interp_options.python_executable = options.python_executable;
-  interp_options.executable = options.child_executable;
-  interp_options.python_home = options.python_home;
-  interp_options.argv.push_back(options.script);
-  interp_options.argv.insert(interp_options.argv.end(), options.args.begin(), options.args.end());
-  python::Interpreter interpreter(interp_options);
-
-  python::InstallPythonHelpers();
-  trace.info.switch_interval_s = ApplySwitchInterval(options.switch_interval_s);
-
+  collector.SetSink([&raw](std::uint32_t slot, const recorder::Event* events, std::size_t n) {
+    raw.AppendEvents(slot, events, n);
+  });
   collector.Start();
-  // Main mode: the main GIL is the instance's. Otherwise it belongs to the
-  // host (the instances of threads/shared modes run under it too).
-  const int main_gil = StartCurrentGil(options.hooks, options.mode == Mode::kMain ? 0 : -1);
-  (void)main_gil;
-  // In atexit, after CPython joined the script's threads. In a forked
-  // instance this closes that child's own (re-indexed) GILs.
-  python::SetStopCallback([] { hooks::StopAllGils(); });
 
-  std::vector<int> statuses(static_cast<std::size_t>(options.instances), 0);
-  spdlog::debug("running {} in mode {} x{}", options.script, ModeName(options.mode), options.instances);
-  switch (options.mode) {
-    case Mode::kMain:
-      statuses[0] = interpreter.RunMainScript(options.script);
-      break;
-    case Mode::kSequential:
-      for (int& s : statuses) s = python::RunScript(options.script, /*fresh_namespace=*/true);
-      break;
-    case Mode::kThreads:
-      RunThreadInstances(options, statuses);
-      break;
-    case Mode::kSubinterpreters:
-    case Mode::kSharedSubinterpreters:
-      RunSubinterpreterInstances(options, options.mode == Mode::kSubinterpreters, statuses,
-                                 trace.info.switch_interval_s);
-      break;
-    case Mode::kProcesses:
-      RunProcessInstances(options, interpreter, &arena, statuses);
-      break;
+  std::fflush(nullptr);
+  const pid_t runner = fork();
+  if (runner < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
+  if (runner == 0) {
+    int status = 1;
+    try {
+      status = RunnerMain(options, arena);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "gilscope: %s\n", e.what());
+      status = 70;
+    }
+    std::fflush(nullptr);
+    _exit(status);
   }
-  trace.info.exit_code = FirstFailure(statuses);
-  // Joins the script's non-daemon threads, then runs atexit: the window closes.
-  if (const int status = interpreter.Finalize(); status != 0 && trace.info.exit_code == 0) {
-    trace.info.exit_code = status;
-  }
-  hooks::StopAllGils();  // if atexit never ran (a fatal error in finalisation)
-  hooks::MarkProcessExit(trace.info.exit_code);
+
+  struct sigaction on_int {}, old_int {};
+  on_int.sa_handler = &OnInterrupt;
+  sigemptyset(&on_int.sa_mask);
+  sigaction(SIGINT, &on_int, &old_int);
+  const RunnerEnd end = WaitForRunner(arena, runner, options.timeout_s);
+  sigaction(SIGINT, &old_int, nullptr);
   collector.Stop();
-  trace.info.status = trace.info.exit_code == 0 ? "ok" : "error";
-  CollectInto(arena, collector.Take(), collector.dropped_no_slot(), trace);
+
+  report::RunTrace meta;
+  meta.info.gilscope_version = GILSCOPE_VERSION;
+  meta.info.python_version = python::LinkedPythonVersion();
+  meta.info.script = options.script;
+  meta.info.args = options.args;
+  meta.info.mode = ModeName(options.mode);
+  meta.info.instances = options.instances;
+  meta.info.switch_interval_s = arena.header().run.switch_interval_s;
+  meta.info.cpu_count = static_cast<int>(std::thread::hardware_concurrency());
+  const int raw_status = end.raw_status;
+  if (end.timed_out) {
+    meta.info.status = "timeout";
+    meta.info.exit_code = kExitTimeout;
+  } else if (arena.header().run.outcome.load(std::memory_order_acquire) == recorder::RunRecord::kDeadlock) {
+    meta.info.status = "deadlock";
+    meta.info.exit_code = kExitDeadlock;
+  } else if (WIFSIGNALED(raw_status)) {
+    meta.info.status = end.interrupted ? "interrupted" : "crashed";
+    meta.info.exit_code = 128 + WTERMSIG(raw_status);
+    meta.info.signal = WTERMSIG(raw_status);
+  } else {
+    meta.info.exit_code = WEXITSTATUS(raw_status);
+    meta.info.status = end.interrupted ? "interrupted" : (meta.info.exit_code == 0 ? "ok" : "error");
+  }
+  // The runner's own record: it may not have marked its end (a crash).
+  if (recorder::ProcessRecord* p = arena.FindProcess(static_cast<std::uint32_t>(runner))) {
+    if (p->state.load(std::memory_order_acquire) != recorder::ProcessRecord::kExited) {
+      p->exit_status = meta.info.exit_code;
+      p->end_ns = recorder::NowNs();
+      p->state.store(recorder::ProcessRecord::kExited, std::memory_order_release);
+    }
+  }
+  std::vector<recorder::ThreadLog> logs = collector.Take();
+  for (const recorder::ThreadLog& log : logs) {
+    report::ThreadTrace identity;
+    identity.native_id = log.native_id;
+    identity.pid = log.pid;
+    identity.name = log.name;
+    identity.dropped = log.dropped;
+    identity.cpu_s = log.cpu_s;
+    raw.SetStream(identity, log.slot);
+  }
+  CollectInto(arena, std::move(logs), collector.dropped_no_slot(), meta);
+  CollectNames(arena.path(), meta);
+  ReadDeadlock(arena.path(), meta);
+  // The supervisor's own process record is not part of the run.
+  std::erase_if(meta.processes, [](const report::ProcessInfo& p) { return p.role == "supervisor"; });
+  meta.threads.clear();
+  raw.Finish(meta);
   recorder::Install(nullptr);
-  return trace;
+
+  report::RawContents contents = report::ReadRawFile(raw_path);
+  return std::move(contents.trace);
 }
 
 int PythonMain(const std::vector<std::string>& argv, const std::string& executable,
@@ -388,6 +623,7 @@ int PythonMain(const std::vector<std::string>& argv, const std::string& executab
     try {
       arena = recorder::Arena::Attach(path);
       recorder::Install(arena.get());
+      hooks::SetFrameProbe(&gilscope_probe_frame);
       hooks::RegisterProcess("spawn", -1);
     } catch (const std::exception& e) {
       spdlog::warn("not recording this process: {}", e.what());
@@ -403,7 +639,7 @@ int PythonMain(const std::vector<std::string>& argv, const std::string& executab
   python::InstallPythonHelpers();
   if (arena) {
     StartCurrentGil(true, -1);
-    python::SetStopCallback([] { hooks::StopAllGils(); });
+    python::SetStopCallback(&StopMainInterpreter);
   }
   const int status = interpreter.RunPythonMain();
   hooks::MarkProcessExit(status);

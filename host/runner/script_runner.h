@@ -59,15 +59,31 @@ struct RunOptions {
   std::string python_executable;
   std::string python_home;
   std::string child_executable;
+  // Where events.raw goes (the run's raw events, streamed while it runs).
+  std::string out_dir;
+  // > 0: end the run after this many seconds (status "timeout", exit 124).
+  double timeout_s = 0;
+  // > 0: a run whose threads are all blocked on locks this long is a
+  // deadlock (status "deadlock", exit 3).
+  double deadlock_after_s = 0;
   // false: the pthread functions still forward but no GIL is watched, so
   // nothing is recorded (the baseline for overhead measurements).
   bool hooks = true;
   recorder::ArenaConfig arena;
 };
 
+// Exit statuses besides the script's own.
+inline constexpr int kExitDeadlock = 3;
+inline constexpr int kExitTimeout = 124;
+inline constexpr int kExitInterrupted = 130;
+
+// The supervisor: runs the script in a child process (the runner), drains
+// its events into out_dir/events.raw as it goes, and whatever happens to the
+// runner (exit, exception, os._exit, a signal, a timeout, Ctrl-C) returns the
+// run read back from that file, status set. The supervisor itself never
+// starts Python.
 // Throws UsageError when the run cannot start as asked; std::runtime_error
-// when the host itself cannot work (the hooks are not bound, CPython fails to
-// start). A script that fails is not an exception: see info.exit_code.
+// when the host itself cannot work (the hooks are not bound).
 report::RunTrace RunScript(const RunOptions& options);
 
 // Checks that `path` names a readable regular file; throws UsageError.

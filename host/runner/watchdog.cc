@@ -1,0 +1,187 @@
+#include "runner/watchdog.h"
+
+#include <Python.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include "python/py_ref.h"
+#include "recorder/clock.h"
+#include "recorder/producer.h"
+
+namespace gilscope::runner {
+namespace {
+
+// Describes the deadlock from the threads' frames; run with the GIL held
+// while every script thread is blocked. Lock expressions are evaluated only
+// when they are plain names, attributes and subscripts by a name or a
+// constant, so describing never runs the script's code.
+constexpr const char* kDescribe = R"PY(
+import ast, json, linecache, sys, threading, traceback
+
+def _safe_eval(node, frame):
+    if isinstance(node, ast.Name):
+        if node.id in frame.f_locals:
+            return frame.f_locals[node.id], node.id
+        if node.id in frame.f_globals:
+            return frame.f_globals[node.id], node.id
+        raise LookupError(node.id)
+    if isinstance(node, ast.Attribute):
+        base, label = _safe_eval(node.value, frame)
+        return getattr(base, node.attr), label + "." + node.attr
+    if isinstance(node, ast.Subscript):
+        base, label = _safe_eval(node.value, frame)
+        key = node.slice
+        if isinstance(key, ast.Constant):
+            k = key.value
+        else:
+            k, _ = _safe_eval(key, frame)
+        if not isinstance(k, (str, int)):
+            raise LookupError("key")
+        return base[k], "%s[%r]" % (label, k)
+    raise LookupError(type(node).__name__)
+
+_trees = {}
+def _tree(filename):
+    if filename not in _trees:
+        try:
+            _trees[filename] = ast.parse("".join(linecache.getlines(filename)))
+        except (SyntaxError, ValueError):
+            _trees[filename] = None
+    return _trees[filename]
+
+def _locks_at(frame):
+    """(waiting_for, held): the lock this frame's line acquires, and the
+    locks of the `with` blocks enclosing it, as (object, label) pairs."""
+    tree = _tree(frame.f_code.co_filename)
+    line = frame.f_lineno
+    wanted, held = None, []
+    if tree is None:
+        return wanted, held
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.With, ast.AsyncWith)) and node.lineno <= line <= (node.end_lineno or node.lineno):
+            for item in node.items:
+                try:
+                    pair = _safe_eval(item.context_expr, frame)
+                except Exception:
+                    continue
+                if node.lineno == line:
+                    wanted = pair
+                else:
+                    held.append(pair)
+        elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
+              and node.func.attr == "acquire" and node.lineno == line):
+            try:
+                wanted = _safe_eval(node.func.value, frame)
+            except Exception:
+                pass
+    return wanted, held
+
+def describe():
+    frames = sys._current_frames()
+    me = threading.get_ident()
+    names = {t.ident: t.name for t in threading.enumerate()}
+    threads = []
+    for ident, top in frames.items():
+        if ident == me:
+            continue
+        stack = traceback.extract_stack(top)
+        waiting = None
+        held = []
+        f = top
+        while f is not None:
+            w, h = _locks_at(f)
+            if waiting is None and w is not None:
+                waiting = w
+            held.extend(h)
+            f = f.f_back
+        threads.append({"ident": ident, "name": names.get(ident, "thread %d" % ident),
+                        "waiting": waiting, "held": held,
+                        "stack": "".join(traceback.format_list(stack))})
+    holders = {}
+    for t in threads:
+        for obj, label in t["held"]:
+            holders[id(obj)] = t["name"]
+    out = []
+    cycle = []
+    for t in threads:
+        w = t["waiting"]
+        holder = holders.get(id(w[0])) if w else None
+        if w:
+            cycle.append("%s waits for %s%s" % (t["name"], w[1], " (held by %s)" % holder if holder else ""))
+        out.append({"name": t["name"], "native_id": 0, "waiting_for": w[1] if w else "",
+                    "held_by": holder or "", "holds": [label for _, label in t["held"]],
+                    "stack": t["stack"]})
+    summary = "; ".join(cycle) if cycle else "every thread is blocked on a lock"
+    return json.dumps({"summary": summary, "threads": out})
+)PY";
+
+}  // namespace
+
+std::string DeadlockFilePath(const std::string& arena_path) { return arena_path + ".deadlock.json"; }
+
+Watchdog::Watchdog(recorder::Arena& arena, double after_s) : arena_(arena), after_s_(after_s) {
+  if (after_s_ > 0) thread_ = std::thread([this] { Loop(); });
+}
+
+Watchdog::~Watchdog() {
+  stop_.store(true, std::memory_order_relaxed);
+  if (thread_.joinable()) thread_.join();
+}
+
+bool Watchdog::AllBlockedSince(std::uint64_t now_ns) const {
+  const auto pid = static_cast<std::uint32_t>(getpid());
+  const auto limit = static_cast<std::uint64_t>(after_s_ * 1e9);
+  int live = 0;
+  for (std::uint32_t i = 0; i < arena_.claimed(); ++i) {
+    const recorder::SlotHeader& s = const_cast<recorder::Arena&>(arena_).slot(i);
+    if (s.pid != pid || s.state.load(std::memory_order_acquire) != recorder::SlotState::kActive) continue;
+    ++live;
+    const std::uint64_t since = s.lock_wait_since_ns.load(std::memory_order_relaxed);
+    if (since == 0 || now_ns - since < limit) return false;
+  }
+  return live > 0;
+}
+
+void Watchdog::Loop() {
+  // A thread that is not Python's (no slot) never blocks the verdict; one
+  // that is, and runs, resets it at its next check.
+  while (!stop_.load(std::memory_order_relaxed)) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    if (AllBlockedSince(recorder::NowNs())) ReportAndExit();
+  }
+}
+
+void Watchdog::ReportAndExit() {
+  // relaxed is enough: the supervisor reads it after waitpid.
+  arena_.header().run.outcome.store(recorder::RunRecord::kDeadlock, std::memory_order_release);
+  recorder::SetCurrentThreadName("gilscope-watchdog");
+  const PyGILState_STATE gil = PyGILState_Ensure();
+  std::string text;
+  if (PyObject* globals = PyDict_New()) {
+    PyDict_SetItemString(globals, "__builtins__", PyEval_GetBuiltins());
+    python::PyRef r = python::PyRef::Steal(PyRun_String(kDescribe, Py_file_input, globals, globals));
+    PyObject* fn = r ? PyDict_GetItemString(globals, "describe") : nullptr;  // borrowed
+    python::PyRef out = fn ? python::PyRef::Steal(PyObject_CallNoArgs(fn)) : python::PyRef();
+    if (out && PyUnicode_Check(out.get())) {
+      if (const char* c = PyUnicode_AsUTF8(out.get())) text = c;
+    }
+    if (PyErr_Occurred()) PyErr_Print();
+    Py_DECREF(globals);
+  }
+  if (!text.empty() && !arena_.path().empty()) {
+    const std::string path = DeadlockFilePath(arena_.path());
+    if (FILE* f = std::fopen(path.c_str(), "w")) {
+      std::fwrite(text.data(), 1, text.size(), f);
+      std::fclose(f);
+    }
+  }
+  std::fprintf(stderr, "gilscope: deadlock: every thread has been blocked on a lock for %.1f s; ending the run\n",
+               after_s_);
+  std::fflush(nullptr);
+  (void)gil;  // never released: the process ends here, holding the GIL
+  _exit(3);
+}
+
+}  // namespace gilscope::runner

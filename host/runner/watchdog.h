@@ -1,0 +1,44 @@
+// The deadlock watchdog of the runner process.
+//
+// Facts, not silence: the interposed sem_wait marks a thread as blocked on a
+// lock (SlotHeader::lock_wait_since_ns) for as long as it waits without a
+// timeout, which is how threading.Lock/RLock/Condition/Event/join block in
+// every supported CPython (a per-lock POSIX semaphore in 3.11/3.12, the
+// parking lot's per-thread one in 3.13). When every live Python thread of the
+// process has been blocked so for `after_s` seconds, nothing can ever release
+// them: the watchdog takes the (idle) GIL, describes each thread (its stack,
+// the lock it waits for, the locks its `with` blocks hold, who holds the one
+// it wants), writes that beside the arena, marks the run a deadlock and ends
+// the process with status 3.
+#pragma once
+
+#include <atomic>
+#include <thread>
+
+#include "recorder/arena.h"
+
+namespace gilscope::runner {
+
+class Watchdog {
+ public:
+  // Starts watching (after_s > 0). PRECONDITION: the interpreter is running.
+  Watchdog(recorder::Arena& arena, double after_s);
+  ~Watchdog();
+  Watchdog(const Watchdog&) = delete;
+  Watchdog& operator=(const Watchdog&) = delete;
+
+ private:
+  void Loop();
+  bool AllBlockedSince(std::uint64_t now_ns) const;
+  [[noreturn]] void ReportAndExit();
+
+  recorder::Arena& arena_;
+  double after_s_;
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+};
+
+// Where the watchdog leaves its description: <arena path>.deadlock.json.
+std::string DeadlockFilePath(const std::string& arena_path);
+
+}  // namespace gilscope::runner
