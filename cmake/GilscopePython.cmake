@@ -66,6 +66,7 @@ list(GET _py_info 5 _py_multiarch)
 list(GET _py_info 6 GILSCOPE_PYTHON_EXECUTABLE)
 list(GET _py_info 7 _py_nogil)
 list(GET _py_info 8 GILSCOPE_PYTHON_HOME)
+string(REGEX REPLACE "^3\\." "" GILSCOPE_PYTHON_MINOR_VERSION_NUMBER "${GILSCOPE_PYTHON_MINOR_VERSION}")
 
 if(NOT GILSCOPE_PYTHON_MINOR_VERSION MATCHES "^3\\.(11|12|13)$")
   message(FATAL_ERROR "gilscope: CPython ${GILSCOPE_PYTHON_FULL_VERSION} (${GILSCOPE_PYTHON}) is not supported; "

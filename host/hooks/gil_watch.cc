@@ -42,6 +42,9 @@ struct GilState {
   // re-indexes the GILs it inherited).
   bool active = false;
   bool probe_frames = false;
+  // A forked child's copy: its window opens at its first acquisition (after
+  // CPython re-created and re-took it), so the counter is read exactly then.
+  bool pending_start = false;
   // Set when a waiter's timeout made a drop request during the current hold;
   // cleared at each acquisition. Touched only with the GIL's mutex held
   // (timedwait returns with it, both signals are sent under it), so relaxed
@@ -156,6 +159,7 @@ void AfterForkInChild() {
       continue;
     }
     Open(index, old.addr, meta, /*holder_tstate=*/0);
+    g_gils[index].pending_start = true;
   }
   // Not holding: CPython recreates the GIL and takes it again, and the
   // thread's next acquisition must name its thread state in the new stream.
@@ -297,7 +301,20 @@ void OnGilCondSignal(const WatchEntry& e) noexcept {
       recorder::Record(EventKind::kThreadState, e.gil, 0, tstate);
     }
     g.drop_pending.store(false, std::memory_order_relaxed);
-    Emit(EventKind::kAcquired, e.gil, 0);
+    if (g.pending_start) [[unlikely]] {
+      // The re-take that follows fork: the window opens here, with CPython's
+      // counter read after its own increment for this acquisition.
+      g.pending_start = false;
+      if (recorder::Arena* arena = recorder::Installed()) {
+        recorder::GilRecord& r = arena->gil(static_cast<std::uint32_t>(e.gil));
+        r.start_ns = recorder::NowNs();
+        r.switch_start = __atomic_load_n(g.addr.switch_number, __ATOMIC_RELAXED);
+        r.holder_tstate_at_start = tstate;
+      }
+      Emit(EventKind::kAcquired, e.gil, recorder::kFlagAtStart);
+    } else {
+      Emit(EventKind::kAcquired, e.gil, 0);
+    }
     t_hook.held = e.gil + 1;
   }
 }

@@ -10,6 +10,8 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
+
+#include "cli_test_util.h"
 #include <vector>
 
 namespace {
@@ -17,38 +19,11 @@ namespace {
 namespace fs = std::filesystem;
 using nlohmann::json;
 
-struct Result {
-  int status = -1;
-  std::string output;  // stdout and stderr together
-};
-
-Result Gilscope(const std::string& args) {
-  const std::string cmd = std::string(GILSCOPE_EXE) + " " + args + " 2>&1";
-  Result r;
-  FILE* p = popen(cmd.c_str(), "r");
-  if (p == nullptr) return r;
-  std::array<char, 4096> buf;
-  std::size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
-  const int raw = pclose(p);
-  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
-  return r;
-}
-
-std::string Workload(const std::string& name) {
-  return std::string(GILSCOPE_SOURCE_DIR) + "/scripts/workloads/" + name;
-}
-
-fs::path OutDir(const std::string& name) {
-  fs::path d = fs::path(GILSCOPE_TEST_OUT) / name;
-  fs::remove_all(d);
-  return d;
-}
-
-json ReadJson(const fs::path& p) {
-  std::ifstream in(p);
-  return json::parse(in);
-}
+using gilscope::testing::Gilscope;
+using gilscope::testing::OutDir;
+using gilscope::testing::ReadJson;
+using gilscope::testing::Result;
+using gilscope::testing::Workload;
 
 std::vector<json> Workers(const json& report, const std::string& prefix) {
   std::vector<json> out;

@@ -1,0 +1,48 @@
+// Helpers shared by the whole-process tests: run build/gilscope, read JSON.
+#pragma once
+
+#include <sys/wait.h>
+
+#include <array>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace gilscope::testing {
+
+struct Result {
+  int status = -1;
+  std::string output;  // stdout and stderr together
+};
+
+inline Result Gilscope(const std::string& args) {
+  const std::string cmd = std::string(GILSCOPE_EXE) + " " + args + " 2>&1";
+  Result r;
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  std::array<char, 4096> buf;
+  std::size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) r.output.append(buf.data(), n);
+  const int raw = pclose(p);
+  r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
+  return r;
+}
+
+inline std::string Workload(const std::string& name) {
+  return std::string(GILSCOPE_SOURCE_DIR) + "/scripts/workloads/" + name;
+}
+
+inline std::filesystem::path OutDir(const std::string& name) {
+  std::filesystem::path d = std::filesystem::path(GILSCOPE_TEST_OUT) / name;
+  std::filesystem::remove_all(d);
+  return d;
+}
+
+inline nlohmann::json ReadJson(const std::filesystem::path& p) {
+  std::ifstream in(p);
+  return nlohmann::json::parse(in);
+}
+
+}  // namespace gilscope::testing

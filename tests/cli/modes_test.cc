@@ -1,0 +1,173 @@
+// Execution modes, traced children, compare: whole-process runs of the
+// CPU-bound workload, asserting the GIL picture each mode must produce.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "cli_test_util.h"
+
+namespace {
+
+namespace fs = std::filesystem;
+using nlohmann::json;
+using gilscope::testing::Gilscope;
+using gilscope::testing::OutDir;
+using gilscope::testing::ReadJson;
+using gilscope::testing::Workload;
+
+constexpr bool kOwnGil = GILSCOPE_PYTHON_MINOR >= 12;
+const std::string kSmall = " -- --threads 1 --iterations 1500000";
+
+json RunMode(const std::string& mode, int instances, const std::string& name) {
+  const fs::path out = OutDir(name);
+  const auto r = Gilscope("run " + Workload("cpu_bound.py") + " --mode " + mode + " --instances " +
+                          std::to_string(instances) + " --out " + out.string() + kSmall);
+  EXPECT_EQ(r.status, 0) << r.output;
+  return ReadJson(out / "report.json");
+}
+
+void ExpectEveryGilMatchesCpython(const json& rep) {
+  for (const json& g : rep["gils"]) {
+    EXPECT_EQ(g["switches"], g["cpython_switches"]) << g.dump();
+  }
+}
+
+// Holding slices of two different GIL lanes that overlap in time.
+bool GilLanesOverlap(const fs::path& trace_path) {
+  const json trace = ReadJson(trace_path);
+  std::map<long, std::vector<std::pair<double, double>>> lanes;
+  for (const json& e : trace["traceEvents"]) {
+    if (e.value("ph", "") != "X") continue;
+    const long tid = e["tid"].get<long>();
+    if (tid < 1000000) continue;  // GIL lanes only
+    lanes[tid].push_back({e["ts"].get<double>(), e["ts"].get<double>() + e["dur"].get<double>()});
+  }
+  for (auto a = lanes.begin(); a != lanes.end(); ++a) {
+    for (auto b = std::next(a); b != lanes.end(); ++b) {
+      for (const auto& x : a->second) {
+        for (const auto& y : b->second) {
+          if (std::max(x.first, y.first) + 1000 < std::min(x.second, y.second)) return true;  // > 1 ms
+        }
+      }
+    }
+  }
+  return false;
+}
+
+TEST(ModesTest, ThreadsShareOneGilAndCountsMatch) {
+  const json rep = RunMode("threads", 2, "mode_threads");
+  EXPECT_EQ(rep["mode"], "threads");
+  EXPECT_EQ(rep["instances"], 2);
+  ASSERT_EQ(rep["gils"].size(), 1u);
+  ExpectEveryGilMatchesCpython(rep);
+  int instance_threads = 0;
+  for (const json& t : rep["threads"]) instance_threads += t["name"].get<std::string>().rfind("instance-", 0) == 0;
+  EXPECT_EQ(instance_threads, 2);
+}
+
+TEST(ModesTest, SharedSubinterpretersSerialiseOnTheMainGil) {
+  const json rep = RunMode("shared-subinterpreters", 2, "mode_shared");
+  ASSERT_EQ(rep["gils"].size(), 1u);  // every instance shares the main GIL
+  ExpectEveryGilMatchesCpython(rep);
+  EXPECT_GT(rep["gils"][0]["switches"].get<long>(), 0);
+}
+
+TEST(ModesTest, OwnGilSubinterpretersRunInParallel) {
+  if (!kOwnGil) GTEST_SKIP() << "own-GIL subinterpreters need CPython 3.12+";
+  const fs::path out = OutDir("mode_subi");
+  const auto r = Gilscope("run " + Workload("cpu_bound.py") + " --mode subinterpreters --instances 2 --out " +
+                          out.string() + kSmall);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const json rep = ReadJson(out / "report.json");
+  ASSERT_EQ(rep["gils"].size(), 3u);  // the host's main GIL and one per instance
+  ExpectEveryGilMatchesCpython(rep);
+  std::set<long> interpreters;
+  for (const json& g : rep["gils"]) interpreters.insert(g["interpreter"].get<long>());
+  EXPECT_EQ(interpreters.size(), 3u);
+  EXPECT_TRUE(GilLanesOverlap(out / "trace.json")) << "the two instances' GILs were never held at once";
+}
+
+TEST(ModesTest, SubinterpretersOn311AreRefusedWithAClearMessage) {
+  if (kOwnGil) GTEST_SKIP() << "this build's CPython has own-GIL subinterpreters";
+  const auto r = Gilscope("run " + Workload("cpu_bound.py") + " --mode subinterpreters --instances 2 --out " +
+                          OutDir("mode_subi_311").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("needs CPython 3.12+"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("shared-subinterpreters"), std::string::npos) << r.output;
+}
+
+TEST(ModesTest, ProcessesRecordEachChildsOwnGil) {
+  const fs::path out = OutDir("mode_procs");
+  const auto r = Gilscope("run " + Workload("cpu_bound.py") + " --mode processes --instances 2 --out " +
+                          out.string() + kSmall);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const json rep = ReadJson(out / "report.json");
+  ExpectEveryGilMatchesCpython(rep);
+  std::set<long> pids;
+  for (const json& t : rep["threads"]) {
+    if (t["held_s"].get<double>() > 0.05) pids.insert(t["pid"].get<long>());
+  }
+  EXPECT_GE(pids.size(), 2u);
+  EXPECT_TRUE(GilLanesOverlap(out / "trace.json")) << "the two children's GILs were never held at once";
+}
+
+TEST(ModesTest, MainModeRefusesSeveralInstances) {
+  const auto r = Gilscope("run " + Workload("cpu_bound.py") + " --instances 2 --out " + OutDir("main2").string());
+  EXPECT_EQ(r.status, 2);
+  EXPECT_NE(r.output.find("--mode main runs one instance"), std::string::npos) << r.output;
+}
+
+TEST(ModesTest, ForkedPoolChildrenAreTracedAsTheirOwnProcesses) {
+  const fs::path out = OutDir("mp_fork");
+  const auto r = Gilscope("run " + Workload("mp_fork.py") + " --out " + out.string() + " -- --iterations 300000");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const json rep = ReadJson(out / "report.json");
+  ExpectEveryGilMatchesCpython(rep);
+  std::set<long> pids;
+  for (const json& t : rep["threads"]) {
+    if (t["held_s"].get<double>() > 0) pids.insert(t["pid"].get<long>());
+  }
+  EXPECT_GE(pids.size(), 3u);  // the script and its two workers
+}
+
+TEST(ModesTest, SpawnedPoolChildrenAreTracedToo) {
+  const fs::path out = OutDir("mp_spawn");
+  const auto r = Gilscope("run " + Workload("mp_spawn.py") + " --out " + out.string() + " -- --iterations 300000");
+  ASSERT_EQ(r.status, 0) << r.output;
+  const json rep = ReadJson(out / "report.json");
+  ExpectEveryGilMatchesCpython(rep);
+  std::set<long> pids;
+  for (const json& t : rep["threads"]) {
+    if (t["held_s"].get<double>() > 0) pids.insert(t["pid"].get<long>());
+  }
+  EXPECT_GE(pids.size(), 3u);
+}
+
+TEST(ModesTest, CompareWritesEveryModeAndTheBaseline) {
+  const fs::path out = OutDir("compare");
+  const auto r = Gilscope("compare " + Workload("cpu_bound.py") + " --instances 2 --out " + out.string() + kSmall);
+  ASSERT_EQ(r.status, 0) << r.output;
+  const json c = ReadJson(out / "compare.json");
+  EXPECT_EQ(c["schema_version"], 1);
+  EXPECT_EQ(c["instances"], 2);
+  EXPECT_GT(c["sequential_wall_s"].get<double>(), 0);
+  std::set<std::string> modes;
+  for (const json& m : c["modes"]) {
+    modes.insert(m["mode"].get<std::string>());
+    EXPECT_EQ(m["status"], "ok") << m.dump();
+    EXPECT_GT(m["wall_s"].get<double>(), 0) << m.dump();
+    EXPECT_TRUE(fs::exists(m["report"].get<std::string>())) << m.dump();
+  }
+  std::set<std::string> expected = {"threads", "shared-subinterpreters", "processes"};
+  if (kOwnGil) expected.insert("subinterpreters");
+  EXPECT_EQ(modes, expected);
+  EXPECT_FALSE(c["verdict"].get<std::string>().empty());
+  EXPECT_NE(r.output.find("sequential (baseline)"), std::string::npos) << r.output;
+}
+
+}  // namespace
