@@ -1,5 +1,7 @@
 #include "cli/app.h"
 
+#include <unistd.h>
+
 #include <CLI/CLI.hpp>
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
@@ -12,9 +14,11 @@
 
 #include "cli/compare.h"
 #include "cli/output.h"
+#include "cli/suite.h"
 #include "python/interpreter.h"
 #include "report/analysis.h"
 #include "report/chrome_trace_writer.h"
+#include "report/diff_writer.h"
 #include "report/json_writer.h"
 #include "report/raw_file.h"
 #include "report/text_writer.h"
@@ -25,6 +29,9 @@
 #endif
 #ifndef GILSCOPE_PYTHON_EXECUTABLE
 #define GILSCOPE_PYTHON_EXECUTABLE ""
+#endif
+#ifndef GILSCOPE_GUIDE_DIR
+#define GILSCOPE_GUIDE_DIR "scripts/guide"
 #endif
 #ifndef GILSCOPE_PYTHON_HOME
 #define GILSCOPE_PYTHON_HOME ""
@@ -137,8 +144,15 @@ int Run(const RunCommand& cmd) {
   return trace.info.exit_code;
 }
 
-// `gilscope report DIR`: every output again from DIR/events.raw.
-int Report(const std::string& dir, const std::string& format) {
+bool SubinterpretersSupported() {
+  for (runner::Mode m : runner::SupportedModes()) {
+    if (m == runner::Mode::kSubinterpreters) return true;
+  }
+  return false;
+}
+
+// A saved run, read back from its events.raw. Throws UsageError.
+report::RunTrace LoadRun(const std::string& dir) {
   const fs::path folder(dir);
   const fs::path raw = folder / "events.raw";
   std::error_code ec;
@@ -146,20 +160,38 @@ int Report(const std::string& dir, const std::string& format) {
   if (!fs::exists(raw, ec)) {
     throw runner::UsageError("'" + dir + "' has no events.raw: it is not the output folder of a gilscope run");
   }
-  report::RawContents contents;
   try {
     report::ReadOptions read;
     read.allow_unfinished = true;
-    contents = report::ReadRawFile(raw.string(), read);
+    report::RawContents contents = report::ReadRawFile(raw.string(), read);
+    if (!contents.finished) {
+      spdlog::warn("{} was not finished (its run did not end cleanly): using what it holds", raw.string());
+    }
+    return std::move(contents.trace);
   } catch (const report::RawFileError& e) {
     throw runner::UsageError(e.what());
   }
-  if (!contents.finished) {
-    spdlog::warn("{} was not finished (its run did not end cleanly): reporting what it holds", raw.string());
+}
+
+// `gilscope diff A B`.
+int Diff(const std::string& a, const std::string& b, const std::string& format) {
+  const report::RunTrace ta = LoadRun(a), tb = LoadRun(b);
+  const report::Analysis aa = report::Analyze(ta), ab = report::Analyze(tb);
+  if (format == "json") {
+    report::DiffWriter(std::cout).WriteJson(ta, aa, tb, ab);
+  } else {
+    report::DiffWriter(std::cout).Write(ta, aa, tb, ab);
   }
-  const report::Analysis analysis = report::Analyze(contents.trace);
-  WriteOutputs(contents.trace, analysis, folder);
-  PrintReport(contents.trace, analysis, format, folder);
+  return 0;
+}
+
+// `gilscope report DIR`: every output again from DIR/events.raw.
+int Report(const std::string& dir, const std::string& format) {
+  const fs::path folder(dir);
+  const report::RunTrace trace = LoadRun(dir);
+  const report::Analysis analysis = report::Analyze(trace);
+  WriteOutputs(trace, analysis, folder);
+  PrintReport(trace, analysis, format, folder);
   return 0;
 }
 
@@ -234,6 +266,27 @@ int Main(int argc, char** argv) {
   report_app->add_option("--format", report_format, "What to print: text, json or html")
       ->check(CLI::IsMember({"text", "json", "html"}));
 
+  std::string diff_a, diff_b, diff_format = "text";
+  CLI::App* diff_app = app.add_subcommand("diff", "Compare two saved runs' GIL figures side by side");
+  diff_app->add_option("a", diff_a, "The first run's output folder")->required();
+  diff_app->add_option("b", diff_b, "The second run's output folder")->required();
+  diff_app->add_option("--format", diff_format, "text or json")->check(CLI::IsMember({"text", "json"}));
+
+  std::string scripts_dir = GILSCOPE_GUIDE_DIR;
+  CLI::App* list_app = app.add_subcommand("list", "The bundled guide scripts and what each one teaches");
+  list_app->add_option("--scripts", scripts_dir, "Folder of scripts with gilscope headers");
+
+  SuiteOptions suite;
+  std::string suite_out = "gilscope-out/suite";
+  CLI::App* suite_app =
+      app.add_subcommand("suite", "Run every bundled guide script under gilscope and write an index");
+  suite_app->add_option("--out", suite_out, "Output folder (default: gilscope-out/suite)");
+  suite_app->add_option("--only", suite.only, "Only scripts whose name contains (or matches the glob) PATTERN");
+  suite_app->add_option("--mode", suite.mode, "Execution mode for every script (see run --mode)")
+      ->check(CLI::IsMember({"main", "threads", "subinterpreters", "shared-subinterpreters", "processes"}));
+  suite_app->add_option("--instances", suite.instances, "Instances per script (1-64)")->check(CLI::Range(1, 64));
+  suite_app->add_option("--scripts", scripts_dir, "Folder of scripts with gilscope headers");
+
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -251,6 +304,21 @@ int Main(int argc, char** argv) {
   try {
     if (*run_app) return Run(run);
     if (*report_app) return Report(report_dir, report_format);
+    if (*diff_app) return Diff(diff_a, diff_b, diff_format);
+    if (*list_app) {
+      WriteList(BundledScripts(scripts_dir), std::cout);
+      return 0;
+    }
+    if (*suite_app) {
+      if (suite.mode == "subinterpreters" && !SubinterpretersSupported()) {
+        throw runner::UsageError("--mode subinterpreters needs CPython 3.12+; this build embeds CPython " +
+                                 python::LinkedPythonVersion());
+      }
+      suite.scripts_dir = scripts_dir;
+      suite.out = suite_out;
+      suite.color = isatty(1) != 0 && getenv("NO_COLOR") == nullptr;
+      return RunSuite(suite, SelfExecutable(), std::cout);
+    }
     if (*compare_app) {
       runner::CheckScriptReadable(compare.script);
       compare.out = compare_out.empty()

@@ -176,6 +176,8 @@ std::string RunJson(const RunTrace& run) {
   info["status"] = EncodeString(i.status);
   info["exit_code"] = i.exit_code;
   info["switch_interval_s"] = EncodeDouble(i.switch_interval_s);
+  info["signal"] = i.signal;
+  info["cpu_count"] = i.cpu_count;
 
   ordered_json gils = ordered_json::array();
   for (const GilInfo& g : run.gils) {
@@ -183,7 +185,30 @@ std::string RunJson(const RunTrace& run) {
                     {"interpreter", g.interpreter},
                     {"cpython_switch_start", g.cpython_switch_start},
                     {"cpython_switch_end", g.cpython_switch_end},
-                    {"holder_tstate_at_start", g.holder_tstate_at_start}});
+                    {"holder_tstate_at_start", g.holder_tstate_at_start},
+                    {"pid", g.pid},
+                    {"instance", g.instance},
+                    {"start_ns", g.start_ns},
+                    {"end_ns", g.end_ns}});
+  }
+  ordered_json processes = ordered_json::array();
+  for (const ProcessInfo& p : run.processes) {
+    processes.push_back({{"pid", p.pid},
+                         {"parent_pid", p.parent_pid},
+                         {"role", EncodeString(p.role)},
+                         {"status", EncodeString(p.status)},
+                         {"exit_status", p.exit_status},
+                         {"instance", p.instance}});
+  }
+  ordered_json deadlock;
+  deadlock["summary"] = EncodeString(run.deadlock.summary);
+  deadlock["threads"] = ordered_json::array();
+  for (const BlockedThread& b : run.deadlock.threads) {
+    deadlock["threads"].push_back({{"name", EncodeString(b.name)},
+                                   {"waiting_for", EncodeString(b.waiting_for)},
+                                   {"held_by", EncodeString(b.held_by)},
+                                   {"holds", EncodeStrings(b.holds)},
+                                   {"stack", EncodeString(b.stack)}});
   }
   ordered_json code = ordered_json::array();
   for (const CodeInfo& c : run.code) {
@@ -201,6 +226,9 @@ std::string RunJson(const RunTrace& run) {
   doc["code"] = std::move(code);
   doc["marker_names"] = EncodeStrings(run.marker_names);
   doc["dropped_no_slot"] = run.dropped_no_slot;
+  // Added after the first files were written: readers treat them as optional.
+  doc["processes"] = std::move(processes);
+  doc["deadlock"] = std::move(deadlock);
   return Dump(doc);
 }
 
@@ -647,6 +675,8 @@ class Parser {
     i.status = String(get(info, "info", "status"), "info.status");
     i.exit_code = Int(get(info, "info", "exit_code"), "info.exit_code");
     i.switch_interval_s = Double(get(info, "info", "switch_interval_s"), "info.switch_interval_s", 0);
+    if (info.contains("signal")) i.signal = Int(info["signal"], "info.signal");
+    if (info.contains("cpu_count")) i.cpu_count = Int(info["cpu_count"], "info.cpu_count");
 
     run.start_ns = U64(get(doc, "", "start_ns"), "start_ns");
     run.end_ns = U64(get(doc, "", "end_ns"), "end_ns");
@@ -660,6 +690,10 @@ class Parser {
       gil.cpython_switch_start = U64(get(g, p, "cpython_switch_start"), p + ".cpython_switch_start");
       gil.cpython_switch_end = U64(get(g, p, "cpython_switch_end"), p + ".cpython_switch_end");
       gil.holder_tstate_at_start = U64(get(g, p, "holder_tstate_at_start"), p + ".holder_tstate_at_start");
+      if (g.contains("pid")) gil.pid = U32(g["pid"], p + ".pid");
+      if (g.contains("instance")) gil.instance = Int(g["instance"], p + ".instance");
+      if (g.contains("start_ns")) gil.start_ns = U64(g["start_ns"], p + ".start_ns");
+      if (g.contains("end_ns")) gil.end_ns = U64(g["end_ns"], p + ".end_ns");
       run.gils.push_back(gil);
     }
     n = 0;
@@ -675,6 +709,37 @@ class Parser {
     }
     run.marker_names = Strings(get(doc, "", "marker_names"), "marker_names");
     run.dropped_no_slot = U64(get(doc, "", "dropped_no_slot"), "dropped_no_slot");
+    if (doc.contains("processes")) {
+      n = 0;
+      for (const json& pj : Array(doc["processes"], "processes")) {
+        const std::string p = "processes[" + std::to_string(n++) + "]";
+        Object(pj, p);
+        ProcessInfo proc;
+        proc.pid = U32(get(pj, p, "pid"), p + ".pid");
+        proc.parent_pid = U32(get(pj, p, "parent_pid"), p + ".parent_pid");
+        proc.role = String(get(pj, p, "role"), p + ".role");
+        proc.status = String(get(pj, p, "status"), p + ".status");
+        proc.exit_status = Int(get(pj, p, "exit_status"), p + ".exit_status");
+        proc.instance = Int(get(pj, p, "instance"), p + ".instance");
+        run.processes.push_back(std::move(proc));
+      }
+    }
+    if (doc.contains("deadlock")) {
+      const json& d = Object(doc["deadlock"], "deadlock");
+      run.deadlock.summary = String(get(d, "deadlock", "summary"), "deadlock.summary");
+      n = 0;
+      for (const json& tj : Array(get(d, "deadlock", "threads"), "deadlock.threads")) {
+        const std::string p = "deadlock.threads[" + std::to_string(n++) + "]";
+        Object(tj, p);
+        BlockedThread b;
+        b.name = String(get(tj, p, "name"), p + ".name");
+        b.waiting_for = String(get(tj, p, "waiting_for"), p + ".waiting_for");
+        b.held_by = String(get(tj, p, "held_by"), p + ".held_by");
+        b.holds = Strings(get(tj, p, "holds"), p + ".holds");
+        b.stack = String(get(tj, p, "stack"), p + ".stack");
+        run.deadlock.threads.push_back(std::move(b));
+      }
+    }
 
     // Threads are built from the streams at the end.
     out_.trace = std::move(run);
@@ -733,29 +798,27 @@ RawWriter::RawWriter(std::string path, int fd, std::uint64_t size)
   buffer_.reserve(kBufferSize);
 }
 
-RawWriter::RawWriter(RawWriter&& other) noexcept
-    : path_(std::move(other.path_)),
-      fd_(std::exchange(other.fd_, -1)),
-      flushed_(other.flushed_),
-      buffer_(std::move(other.buffer_)),
-      open_block_(std::exchange(other.open_block_, kNoBlock)),
-      open_stream_(other.open_stream_),
-      finished_(other.finished_),
-      failure_(std::move(other.failure_)) {}
+RawWriter::RawWriter(RawWriter&& other) noexcept { MoveFrom(other); }
 
 RawWriter& RawWriter::operator=(RawWriter&& other) noexcept {
   if (this != &other) {
     Close();
-    path_ = std::move(other.path_);
-    fd_ = std::exchange(other.fd_, -1);
-    flushed_ = other.flushed_;
-    buffer_ = std::move(other.buffer_);
-    open_block_ = std::exchange(other.open_block_, kNoBlock);
-    open_stream_ = other.open_stream_;
-    finished_ = other.finished_;
-    failure_ = std::move(other.failure_);
+    MoveFrom(other);
   }
   return *this;
+}
+
+void RawWriter::MoveFrom(RawWriter& other) noexcept {
+  path_ = std::move(other.path_);
+  fd_ = std::exchange(other.fd_, -1);
+  flushed_ = other.flushed_;
+  buffer_ = std::move(other.buffer_);
+  staged_ = std::move(other.staged_);
+  index_ = std::move(other.index_);
+  staged_events_ = std::exchange(other.staged_events_, 0);
+  staged_streams_ = std::exchange(other.staged_streams_, 0);
+  finished_ = other.finished_;
+  failure_ = std::move(other.failure_);
 }
 
 RawWriter::~RawWriter() { Close(); }
@@ -784,7 +847,7 @@ RawWriter RawWriter::Open(const std::string& path) {
   writer.buffer_.insert(writer.buffer_.end(), header, header + sizeof header);
   // On disk at once: a runner that dies before its first drain still leaves
   // a file that reads as an unfinished run rather than as garbage.
-  writer.Flush();
+  writer.FlushBuffer();
   return writer;
 }
 
@@ -811,39 +874,57 @@ void RawWriter::CheckWritable() const {
   if (fd_ < 0) throw std::logic_error("RawWriter used after being moved from or finished");
 }
 
+std::uint64_t RawWriter::bytes_written() const {
+  // Each stream with staged events becomes one block (a stream never stages
+  // more than one block's worth: a full block leaves at once).
+  return flushed_ + buffer_.size() + staged_events_ * kEventSize +
+         staged_streams_ * (kRawRecordHeaderSize + kBlockHeaderSize);
+}
+
 void RawWriter::AppendEvents(std::uint32_t stream, const recorder::Event* events, std::size_t n) {
   CheckWritable();
+  if (n == 0) return;
+  auto [it, added] = index_.try_emplace(stream, staged_.size());
+  if (added) staged_.push_back({stream, {}});
+  Staged& staged = staged_[it->second];
   while (n > 0) {
-    if (open_block_ != kNoBlock && open_stream_ == stream) {
-      char* block = buffer_.data() + open_block_;
-      std::uint32_t count;
-      std::memcpy(&count, block + kRawRecordHeaderSize + 4, sizeof count);
-      const std::size_t room =
-          std::min(kMaxBlockEvents - count, (kBufferSize - buffer_.size()) / kEventSize);
-      if (room > 0) {
-        const std::size_t take = std::min(n, room);
-        const auto* bytes = reinterpret_cast<const char*>(events);
-        buffer_.insert(buffer_.end(), bytes, bytes + take * kEventSize);
-        block = buffer_.data() + open_block_;  // insert never reallocates (reserved), but stay safe
-        count += static_cast<std::uint32_t>(take);
-        StoreU32(block + 4, static_cast<std::uint32_t>(kBlockHeaderSize + std::size_t{count} * kEventSize));
-        StoreU32(block + kRawRecordHeaderSize + 4, count);
-        events += take;
-        n -= take;
-        continue;
-      }
-    }
-    // A new block needs room for its headers and at least one event.
-    if (kBufferSize - buffer_.size() < kRawRecordHeaderSize + kBlockHeaderSize + kEventSize) Flush();
-    open_block_ = buffer_.size();
-    open_stream_ = stream;
-    char head[kRawRecordHeaderSize + kBlockHeaderSize];
-    StoreU32(head, static_cast<std::uint32_t>(RawRecordType::kEvents));
-    StoreU32(head + 4, kBlockHeaderSize);
-    StoreU32(head + 8, stream);
-    StoreU32(head + 12, 0);
-    buffer_.insert(buffer_.end(), head, head + sizeof head);
+    if (staged.events.empty()) ++staged_streams_;
+    const std::size_t take = std::min(n, kMaxBlockEvents - staged.events.size());
+    staged.events.insert(staged.events.end(), events, events + take);
+    staged_events_ += take;
+    events += take;
+    n -= take;
+    if (staged.events.size() == kMaxBlockEvents) EmitBlock(staged);
   }
+  if (staged_events_ * kEventSize >= kBufferSize) EmitStaged();
+}
+
+void RawWriter::EmitBlock(Staged& staged) {
+  const std::size_t count = staged.events.size();
+  if (count == 0) return;
+  const std::size_t size = kRawRecordHeaderSize + kBlockHeaderSize + count * kEventSize;
+  if (buffer_.size() + size > kBufferSize) FlushBuffer();  // size <= kBufferSize: it fits now
+  char head[kRawRecordHeaderSize + kBlockHeaderSize];
+  StoreU32(head, static_cast<std::uint32_t>(RawRecordType::kEvents));
+  StoreU32(head + 4, static_cast<std::uint32_t>(kBlockHeaderSize + count * kEventSize));
+  StoreU32(head + 8, staged.stream);
+  StoreU32(head + 12, static_cast<std::uint32_t>(count));
+  buffer_.insert(buffer_.end(), head, head + sizeof head);
+  const auto* bytes = reinterpret_cast<const char*>(staged.events.data());
+  buffer_.insert(buffer_.end(), bytes, bytes + count * kEventSize);
+  staged_events_ -= count;
+  --staged_streams_;
+  // A stream that was busy once must not pin a large array for the rest
+  // of the run: with a thousand streams that would add up.
+  if (staged.events.capacity() > 4096) {
+    std::vector<recorder::Event>().swap(staged.events);
+  } else {
+    staged.events.clear();
+  }
+}
+
+void RawWriter::EmitStaged() {
+  for (Staged& staged : staged_) EmitBlock(staged);
 }
 
 void RawWriter::SetStream(const ThreadTrace& identity, std::uint32_t stream) {
@@ -853,9 +934,10 @@ void RawWriter::SetStream(const ThreadTrace& identity, std::uint32_t stream) {
 
 void RawWriter::Finish(const RunTrace& meta) {
   CheckWritable();
+  EmitStaged();
   AppendRecord(RawRecordType::kRun, RunJson(meta));
   AppendRecord(RawRecordType::kEnd, "");
-  Flush();
+  FlushBuffer();
   finished_ = true;
   const int fd = std::exchange(fd_, -1);
   if (::close(fd) != 0) Fail("cannot close", errno);
@@ -869,9 +951,8 @@ void RawWriter::AppendRecord(RawRecordType type, const std::string& payload) {
   char head[kRawRecordHeaderSize];
   StoreU32(head, static_cast<std::uint32_t>(type));
   StoreU32(head + 4, static_cast<std::uint32_t>(payload.size()));
-  open_block_ = kNoBlock;
   const std::size_t size = sizeof head + payload.size();
-  if (buffer_.size() + size > kBufferSize) Flush();
+  if (buffer_.size() + size > kBufferSize) FlushBuffer();
   if (size > kBufferSize) {  // too big to buffer: one write of its own
     WriteOut(head, sizeof head, payload.data(), payload.size());
     flushed_ += size;
@@ -883,7 +964,13 @@ void RawWriter::AppendRecord(RawRecordType type, const std::string& payload) {
 
 void RawWriter::Flush() {
   if (!failure_.empty()) throw RawFileError(failure_);
-  open_block_ = kNoBlock;
+  if (fd_ < 0) return;  // finished (everything is out) or moved from
+  EmitStaged();
+  FlushBuffer();
+}
+
+void RawWriter::FlushBuffer() {
+  if (!failure_.empty()) throw RawFileError(failure_);
   if (buffer_.empty()) return;
   WriteOut(buffer_.data(), buffer_.size(), nullptr, 0);
   flushed_ += buffer_.size();

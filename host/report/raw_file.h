@@ -63,8 +63,8 @@
 //   byte. A null number is a non-finite value: cpu_s reads back as -1
 //   (unknown), switch_interval_s as 0.
 //
-// Size: 16 bytes per event plus 16 per EVENTS block; the writer merges
-// consecutive appends to one stream into one block.
+// Size: 16 bytes per event plus 16 per EVENTS block; the writer stages each
+// stream's events and writes them as one block per flush.
 //
 // Streams become RunTrace::threads in ascending stream id. A finished file
 // must have a STREAM record for every stream that has events. Event `aux`
@@ -76,6 +76,7 @@
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "recorder/event.h"
@@ -144,14 +145,27 @@ RawContents ReadRawBytes(const void* data, std::size_t size, const std::string& 
 
 // Appends records to events.raw while a run goes on.
 //
-// Buffered (1 MiB): a record is written whole by one write() unless it is
-// larger than the buffer, so a crash leaves at most one torn record, at the
-// end, which ReadOptions::allow_unfinished ignores. Call Flush() after each
-// drain pass: events that left the rings but sit in this buffer die with a
-// crashed process, while the supervisor can still recover those in the rings.
+// Events are staged per stream and leave as one EVENTS block per stream on
+// Flush(), when 1 MiB is staged, or when a stream fills a block (65535
+// events), so a block's 16 header bytes are shared by everything a stream
+// produced between two flushes. Records then go through a 1 MiB buffer and
+// each write() carries whole records only, so a crash leaves at most one
+// torn record, at the end, which ReadOptions::allow_unfinished ignores.
+//
+// When to Flush(): staged and buffered events die with the writer's
+// process. If that process is the one that may crash (the drain runs inside
+// the runner), flush after every drain pass and accept ~20-30 bytes per
+// event when each pass finds only a few events per thread; if the writer
+// lives in a supervisor that outlives the script, flush every 100-250 ms
+// (what is still in the rings survives a runner crash there anyway) and the
+// file stays at ~16 bytes per event.
+//
+// Memory: the 1 MiB buffer, at most 1 MiB of staged events, and one small
+// entry per stream.
 //
 // Errors throw RawFileError naming the file and the OS error; after one the
-// writer is failed and every later call throws again.
+// writer is failed and every later call throws again. Misuse (writing after
+// Finish()) throws std::logic_error.
 //
 // Thread-compatible: one thread at a time. Movable, not copyable. The
 // destructor flushes (never throws) but does not finish the file.
@@ -174,29 +188,37 @@ class RawWriter {
   ~RawWriter();
 
   // Appends events to stream `stream` (any u32 the caller chooses; unique per
-  // thread in the run). Merges with the previous block when that was for the
-  // same stream and is still buffered. n == 0 writes nothing.
+  // thread in the run), after the ones appended to it before. n == 0 writes
+  // nothing.
   void AppendEvents(std::uint32_t stream, const recorder::Event* events, std::size_t n);
   // Names stream `stream`: identity's events are ignored. May be called
   // before or after its events, and again (the last call wins).
   void SetStream(const ThreadTrace& identity, std::uint32_t stream);
-  // Writes RUN (meta's threads, with their events, are ignored) and END,
-  // then flushes. Nothing may be written after it.
+  // Writes the staged events, RUN (meta's threads, with their events, are
+  // ignored) and END, and flushes. Nothing may be written after it.
   void Finish(const RunTrace& meta);
-  // Hands buffered records to the kernel (no fsync).
+  // Writes the staged events and hands every buffered record to the kernel
+  // (no fsync).
   void Flush();
 
-  // Size the file has once the buffer is flushed.
-  std::uint64_t bytes_written() const { return flushed_ + buffer_.size(); }
+  // Size the file has once everything appended so far is flushed.
+  std::uint64_t bytes_written() const;
   bool finished() const { return finished_; }
   const std::string& path() const { return path_; }
 
  private:
-  static constexpr std::size_t kNoBlock = static_cast<std::size_t>(-1);
+  struct Staged {
+    std::uint32_t stream = 0;
+    std::vector<recorder::Event> events;
+  };
 
   RawWriter(std::string path, int fd, std::uint64_t size);
 
+  void MoveFrom(RawWriter& other) noexcept;
   void CheckWritable() const;
+  void EmitBlock(Staged& staged);
+  void EmitStaged();
+  void FlushBuffer();
   void AppendRecord(RawRecordType type, const std::string& payload);
   void WriteOut(const void* head, std::size_t head_size, const void* body, std::size_t body_size);
   [[noreturn]] void Fail(const std::string& what, int error);
@@ -205,11 +227,13 @@ class RawWriter {
   std::string path_;
   int fd_ = -1;
   std::uint64_t flushed_ = 0;   // bytes already handed to the kernel
-  std::vector<char> buffer_;
-  // Offset in buffer_ of the EVENTS record that ends the buffer, and its
-  // stream; npos when the buffer does not end with one.
-  std::size_t open_block_ = kNoBlock;
-  std::uint32_t open_stream_ = 0;
+  std::vector<char> buffer_;    // whole records, at most kBufferSize bytes
+  // One entry per stream ever appended to, in first-append order (the order
+  // blocks are emitted in); index_ maps a stream id to its entry.
+  std::vector<Staged> staged_;
+  std::unordered_map<std::uint32_t, std::size_t> index_;
+  std::size_t staged_events_ = 0;   // sum of staged_[i].events.size()
+  std::size_t staged_streams_ = 0;  // entries with at least one staged event
   bool finished_ = false;
   std::string failure_;  // non-empty once a write failed
 };

@@ -1,0 +1,670 @@
+// events.raw: what RawWriter writes, ReadRawFile reads back exactly; every
+// kind of damage gives its own one-line message with the byte offset; a file
+// cut short by a crash reads with allow_unfinished and can be resumed.
+
+#include <gtest/gtest.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <limits>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "report/analysis.h"
+#include "report/json_writer.h"
+#include "report/raw_file.h"
+#include "report/text_writer.h"
+#include "report_test_traces.h"
+
+namespace gilscope::report {
+namespace {
+
+using namespace gilscope::report::testing;  // NOLINT: test vocabulary
+
+class RawFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string pattern = ::testing::TempDir() + "gilscope_raw_XXXXXX";
+    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
+    dir_ = pattern;
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
+
+  std::string dir_;
+};
+
+std::string Slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+// The message ReadRawBytes throws for `bytes`, or "" when it reads fine.
+std::string ErrorFor(const std::string& bytes, ReadOptions options = {}) {
+  try {
+    ReadRawBytes(bytes.data(), bytes.size(), "events.raw", options);
+  } catch (const RawFileError& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::uint32_t U32At(const std::string& bytes, std::size_t offset) {
+  std::uint32_t v;
+  std::memcpy(&v, bytes.data() + offset, sizeof v);
+  return v;
+}
+void PutU32(std::string& bytes, std::size_t offset, std::uint32_t v) { std::memcpy(bytes.data() + offset, &v, sizeof v); }
+
+std::string U32Bytes(std::uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), sizeof v); }
+
+std::string Record(std::uint32_t type, const std::string& payload) {
+  return U32Bytes(type) + U32Bytes(static_cast<std::uint32_t>(payload.size())) + payload;
+}
+
+struct RecordAt {
+  std::size_t offset;
+  std::uint32_t type;
+  std::uint32_t length;
+};
+
+// The records of a well-formed file, by walking the length fields.
+std::vector<RecordAt> Records(const std::string& bytes) {
+  std::vector<RecordAt> records;
+  for (std::size_t pos = kRawHeaderSize; pos + kRawRecordHeaderSize <= bytes.size();) {
+    records.push_back({pos, U32At(bytes, pos), U32At(bytes, pos + 4)});
+    pos += kRawRecordHeaderSize + records.back().length;
+  }
+  return records;
+}
+
+RecordAt First(const std::string& bytes, RawRecordType type) {
+  for (const RecordAt& r : Records(bytes)) {
+    if (r.type == static_cast<std::uint32_t>(type)) return r;
+  }
+  ADD_FAILURE() << "no record of type " << static_cast<int>(type);
+  return {};
+}
+
+// A run with everything the format carries, including strings JSON cannot
+// hold as they are.
+RunTrace RichRun() {
+  RunTrace run = SmallRun();
+  run.info.script = "dir with \"quotes\"/bad\xff\xfe.py";
+  run.info.args = {"line1\nline2", "\xc3(", "tab\there", ""};
+  run.info.status = "crashed";
+  run.info.exit_code = -11;
+  run.info.mode = "subinterpreters";
+  run.info.instances = 4;
+  run.info.switch_interval_s = 0.001;
+  run.gils.push_back(Gil(1, 0xFFFF'FFFF'FFFF'FFF0ull, 7));
+  run.gils[1].interpreter = -3;
+  run.code = {{0x7f00'1234'5678ull, "Worker.run", "/tmp/w.py", 12},
+              {std::numeric_limits<std::uint64_t>::max(), "<module>", "caf\xc3\xa9\x80.py", -1}};
+  run.marker_names = {"phase \"one\"", "\x01\x02", "\xed\xa0\x80"};  // the last: a UTF-8 surrogate
+  run.dropped_no_slot = 5;
+  run.threads[0].name = "Main\"Thread\"\n";
+  run.threads[0].cpu_s = 0.123456789012345;
+  run.threads[0].dropped = 9;
+  run.threads[1].name = "worker\xe2\x28\xa1";
+  run.threads[1].pid = 0xFFFFFFFFu;
+  run.threads[1].native_id = std::numeric_limits<std::uint64_t>::max();
+  ThreadTrace frames = Thread("frames", 1003, {});
+  for (std::uint32_t i = 0; i < 50; ++i) {
+    frames.events.push_back(Event{At(i), EventKind::kFrame, 1, 0, i * 7});
+    frames.events.push_back(Event{At(i) + 1, EventKind::kMark, 1, 0xFFFF, 2});
+  }
+  run.threads.push_back(frames);
+  run.threads.push_back(Thread("no events", 1004, {}));
+  return run;
+}
+
+void ExpectEventsEqual(const std::vector<Event>& a, const std::vector<Event>& b) {
+  ASSERT_EQ(a.size(), b.size());
+  if (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(Event)) == 0) return;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(0, std::memcmp(&a[i], &b[i], sizeof(Event))) << "event " << i;
+  }
+}
+
+void ExpectThreadEqual(const ThreadTrace& a, const ThreadTrace& b) {
+  EXPECT_EQ(a.native_id, b.native_id);
+  EXPECT_EQ(a.pid, b.pid);
+  EXPECT_EQ(a.name, b.name);
+  EXPECT_EQ(a.dropped, b.dropped);
+  EXPECT_EQ(a.cpu_s, b.cpu_s);  // exact: JSON numbers round-trip doubles
+  ExpectEventsEqual(a.events, b.events);
+}
+
+void ExpectRunEqual(const RunTrace& a, const RunTrace& b) {
+  EXPECT_EQ(a.info.gilscope_version, b.info.gilscope_version);
+  EXPECT_EQ(a.info.python_version, b.info.python_version);
+  EXPECT_EQ(a.info.script, b.info.script);
+  EXPECT_EQ(a.info.args, b.info.args);
+  EXPECT_EQ(a.info.mode, b.info.mode);
+  EXPECT_EQ(a.info.instances, b.info.instances);
+  EXPECT_EQ(a.info.status, b.info.status);
+  EXPECT_EQ(a.info.exit_code, b.info.exit_code);
+  EXPECT_EQ(a.info.switch_interval_s, b.info.switch_interval_s);
+  EXPECT_EQ(a.start_ns, b.start_ns);
+  EXPECT_EQ(a.end_ns, b.end_ns);
+  ASSERT_EQ(a.gils.size(), b.gils.size());
+  for (std::size_t i = 0; i < a.gils.size(); ++i) {
+    EXPECT_EQ(a.gils[i].id, b.gils[i].id);
+    EXPECT_EQ(a.gils[i].interpreter, b.gils[i].interpreter);
+    EXPECT_EQ(a.gils[i].cpython_switch_start, b.gils[i].cpython_switch_start);
+    EXPECT_EQ(a.gils[i].cpython_switch_end, b.gils[i].cpython_switch_end);
+    EXPECT_EQ(a.gils[i].holder_tstate_at_start, b.gils[i].holder_tstate_at_start);
+  }
+  ASSERT_EQ(a.code.size(), b.code.size());
+  for (std::size_t i = 0; i < a.code.size(); ++i) {
+    EXPECT_EQ(a.code[i].id, b.code[i].id);
+    EXPECT_EQ(a.code[i].function, b.code[i].function);
+    EXPECT_EQ(a.code[i].file, b.code[i].file);
+    EXPECT_EQ(a.code[i].first_line, b.code[i].first_line);
+  }
+  EXPECT_EQ(a.marker_names, b.marker_names);
+  EXPECT_EQ(a.dropped_no_slot, b.dropped_no_slot);
+  ASSERT_EQ(a.threads.size(), b.threads.size());
+  for (std::size_t i = 0; i < a.threads.size(); ++i) {
+    SCOPED_TRACE("thread " + std::to_string(i));
+    ExpectThreadEqual(a.threads[i], b.threads[i]);
+  }
+}
+
+// ------------------------------------------------------------ round trips
+
+TEST_F(RawFileTest, RoundTripsEveryFieldWithInterleavedBlocksAndHostileStrings) {
+  const RunTrace run = RichRun();
+  // Stream ids out of order and sparse; identities before, after and between
+  // the events; blocks of the streams interleaved as a drain would write them.
+  const std::vector<std::uint32_t> ids = {40, 7, 1'000'000, 3'000'000'000u};
+  RawWriter writer = RawWriter::Open(Path("events.raw"));
+  writer.SetStream(run.threads[1], ids[1]);
+  for (std::size_t from = 0; from < 100; from += 3) {
+    for (std::size_t t = 0; t < run.threads.size(); ++t) {
+      const auto& events = run.threads[t].events;
+      if (from < events.size()) writer.AppendEvents(ids[t], events.data() + from, std::min<std::size_t>(3, events.size() - from));
+    }
+    if (from == 30) writer.Flush();
+  }
+  ThreadTrace stale = run.threads[0];
+  stale.name = "overridden later";
+  writer.SetStream(stale, ids[0]);
+  writer.SetStream(run.threads[0], ids[0]);
+  writer.SetStream(run.threads[2], ids[2]);
+  writer.SetStream(run.threads[3], ids[3]);
+  writer.Finish(run);
+  EXPECT_EQ(writer.bytes_written(), std::filesystem::file_size(Path("events.raw")));
+
+  const RawContents back = ReadRawFile(Path("events.raw"));
+  EXPECT_TRUE(back.finished);
+  EXPECT_TRUE(back.has_run);
+  EXPECT_EQ(back.stream_ids, (std::vector<std::uint32_t>{7, 40, 1'000'000, 3'000'000'000u}));
+  EXPECT_TRUE(back.streams_without_identity.empty());
+  EXPECT_EQ(back.events, 8u + 7u + 100u);
+  EXPECT_EQ(back.whole_bytes, std::filesystem::file_size(Path("events.raw")));
+  // Threads come back in stream-id order.
+  RunTrace expected = run;
+  std::swap(expected.threads[0], expected.threads[1]);
+  ExpectRunEqual(expected, back.trace);
+}
+
+TEST_F(RawFileTest, ReRendersTheSameReportsAsTheTraceItWasWrittenFrom) {
+  const RunTrace run = RichRun();
+  WriteRawFile(Path("events.raw"), run);
+  const RunTrace back = ReadRawFile(Path("events.raw")).trace;
+  const auto render = [](const RunTrace& r) {
+    std::ostringstream out;
+    const Analysis analysis = Analyze(r);
+    JsonWriter(out).Write(r, analysis);
+    TextWriter(out).Write(r, analysis);
+    return out.str();
+  };
+  EXPECT_EQ(render(run), render(back));
+}
+
+TEST_F(RawFileTest, NonFiniteNumbersReadBackAsUnknown) {
+  RunTrace run = SmallRun();
+  run.threads[0].cpu_s = std::nan("");
+  run.threads[1].cpu_s = std::numeric_limits<double>::infinity();
+  run.info.switch_interval_s = std::nan("");
+  WriteRawFile(Path("events.raw"), run);
+  const RunTrace back = ReadRawFile(Path("events.raw")).trace;
+  EXPECT_EQ(back.threads[0].cpu_s, -1);
+  EXPECT_EQ(back.threads[1].cpu_s, -1);
+  EXPECT_EQ(back.info.switch_interval_s, 0);
+}
+
+// The EVENTS blocks of a file, as (stream, count).
+std::vector<std::pair<std::uint32_t, std::uint32_t>> Blocks(const std::string& bytes) {
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> blocks;
+  for (const RecordAt& r : Records(bytes)) {
+    if (r.type == static_cast<std::uint32_t>(RawRecordType::kEvents)) {
+      blocks.emplace_back(U32At(bytes, r.offset + 8), U32At(bytes, r.offset + 12));
+    }
+  }
+  return blocks;
+}
+
+TEST_F(RawFileTest, WritesOneBlockPerStreamAndFlushHoweverAppendsInterleave) {
+  const std::vector<Event> events(10, Request(1));
+  RawWriter writer = RawWriter::Open(Path("events.raw"));
+  const std::uint64_t start = writer.bytes_written();
+  for (int i = 0; i < 10; ++i) {
+    writer.AppendEvents(5, &events[i], 1);
+    writer.AppendEvents(6, &events[i], 1);
+  }
+  writer.AppendEvents(7, events.data(), 0);  // nothing: no block
+  // Two blocks of ten: 16 header bytes each, 16 per event.
+  EXPECT_EQ(writer.bytes_written() - start, 2 * (16u + 10 * 16u));
+  EXPECT_EQ(std::filesystem::file_size(Path("events.raw")), start) << "staged, not written yet";
+  writer.Flush();
+  EXPECT_EQ(std::filesystem::file_size(Path("events.raw")), start + 2 * (16u + 10 * 16u));
+  writer.AppendEvents(5, events.data(), 3);  // after a flush: a new block
+  EXPECT_EQ(writer.bytes_written() - start, 2 * (16u + 10 * 16u) + 16u + 3 * 16u);
+  writer.SetStream(Thread("a", 1, {}), 5);
+  writer.SetStream(Thread("b", 2, {}), 6);
+  writer.Finish(SmallRun());
+  EXPECT_EQ(writer.bytes_written(), std::filesystem::file_size(Path("events.raw")));
+  const std::vector<std::pair<std::uint32_t, std::uint32_t>> expected = {{5, 10}, {6, 10}, {5, 3}};
+  EXPECT_EQ(Blocks(Slurp(Path("events.raw"))), expected);
+}
+
+TEST_F(RawFileTest, SplitsAnAppendLargerThanTheBufferIntoWholeBlocks) {
+  std::vector<Event> events;
+  for (std::uint64_t i = 0; i < 300'000; ++i) events.push_back(Event{i, EventKind::kAcquired, 0, 0, 0});
+  RunTrace run = SmallRun();
+  run.threads.resize(1);
+  RawWriter writer = RawWriter::Open(Path("events.raw"));
+  writer.SetStream(run.threads[0], 0);
+  writer.AppendEvents(0, events.data(), events.size());
+  writer.Finish(run);
+  const std::string bytes = Slurp(Path("events.raw"));
+  for (const RecordAt& r : Records(bytes)) EXPECT_LE(r.length + kRawRecordHeaderSize, RawWriter::kBufferSize);
+  const std::vector<std::pair<std::uint32_t, std::uint32_t>> expected = {
+      {0, 65535}, {0, 65535}, {0, 65535}, {0, 65535}, {0, 300'000 - 4 * 65535}};
+  EXPECT_EQ(Blocks(bytes), expected);
+  ExpectEventsEqual(ReadRawFile(Path("events.raw")).trace.threads[0].events, events);
+}
+
+TEST_F(RawFileTest, AMillionEventsTakeAtMost16Point1MB) {
+  // Eight threads' events appended one at a time in turns, the worst case
+  // for block headers, flushed as a supervisor would (every 100 ms; here
+  // every 64k events).
+  constexpr std::size_t kEvents = 1'000'000, kStreams = 8, kFlushEvery = 1 << 16;
+  RunTrace run = SmallRun();
+  RawWriter writer = RawWriter::Open(Path("events.raw"));
+  for (std::size_t i = 0; i < kEvents; ++i) {
+    const Event e{i * 1000, EventKind::kReleased, 0, 4, 0};
+    writer.AppendEvents(static_cast<std::uint32_t>(i % kStreams), &e, 1);
+    if (i % kFlushEvery == kFlushEvery - 1) writer.Flush();
+  }
+  for (std::uint32_t s = 0; s < kStreams; ++s) writer.SetStream(run.threads[0], s);
+  writer.Finish(run);
+  const std::uint64_t size = std::filesystem::file_size(Path("events.raw"));
+  EXPECT_LE(size, 16'100'000u);
+  EXPECT_GE(size, 16'000'000u);
+  RecordProperty("bytes_per_event", std::to_string(static_cast<double>(size) / kEvents));
+  const RawContents back = ReadRawFile(Path("events.raw"));
+  EXPECT_EQ(back.events, kEvents);
+  ASSERT_EQ(back.trace.threads.size(), kStreams);
+  for (std::size_t s = 0; s < kStreams; ++s) {
+    const std::vector<Event>& events = back.trace.threads[s].events;
+    ASSERT_EQ(events.size(), kEvents / kStreams);
+    EXPECT_EQ(events[1].ts - events[0].ts, kStreams * 1000) << "each stream keeps its own order";
+  }
+}
+
+TEST_F(RawFileTest, CountsEventsWithoutKeepingThem) {
+  WriteRawFile(Path("events.raw"), SmallRun());
+  ReadOptions options;
+  options.keep_events = false;
+  const RawContents back = ReadRawFile(Path("events.raw"), options);
+  EXPECT_EQ(back.events, 15u);
+  ASSERT_EQ(back.trace.threads.size(), 2u);
+  EXPECT_TRUE(back.trace.threads[0].events.empty());
+  EXPECT_EQ(back.trace.threads[1].name, "worker-1");
+}
+
+TEST_F(RawFileTest, SkipsOptionalRecordsItDoesNotKnow) {
+  WriteRawFile(Path("events.raw"), SmallRun());
+  std::string bytes = Slurp(Path("events.raw"));
+  const std::string extra = Record(kRawOptionalRecordBit | 77, "future stuff");
+  bytes.insert(kRawHeaderSize, extra);
+  EXPECT_EQ(ErrorFor(bytes), "");
+  const RawContents back = ReadRawBytes(bytes.data(), bytes.size(), "events.raw");
+  EXPECT_EQ(back.events, 15u);
+}
+
+// ------------------------------------------------------------ damage
+
+// SmallRun as a file: header, STREAM 0, EVENTS 0, STREAM 1, EVENTS 1, RUN, END.
+std::string SmallFile(const std::string& path) {
+  WriteRawFile(path, SmallRun());
+  return Slurp(path);
+}
+
+TEST_F(RawFileTest, RejectsAnEmptyFile) {
+  EXPECT_EQ(ErrorFor(""), "events.raw: empty file (0 bytes): not a gilscope raw events file");
+}
+
+TEST_F(RawFileTest, RejectsBadMagic) {
+  std::string bytes = SmallFile(Path("a"));
+  bytes[1] = 'X';
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: not a gilscope raw events file (bad magic)");
+  EXPECT_EQ(ErrorFor("{\"json\": true}\n"), "events.raw: not a gilscope raw events file (bad magic)");
+  EXPECT_EQ(ErrorFor("\x89X"), "events.raw: not a gilscope raw events file (bad magic)")
+      << "a short file that is not a prefix of the magic";
+}
+
+TEST_F(RawFileTest, RejectsATruncatedHeader) {
+  const std::string bytes = SmallFile(Path("a")).substr(0, 11);
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: truncated at byte 0: the file header needs 16 bytes, 11 left");
+  ReadOptions lenient;
+  lenient.allow_unfinished = true;
+  EXPECT_EQ(ErrorFor(bytes, lenient), ErrorFor(bytes)) << "a crash cannot tear the header: it is written first";
+}
+
+TEST_F(RawFileTest, RejectsOtherVersionsEventSizesAndFlags) {
+  const std::string good = SmallFile(Path("a"));
+  std::string bytes = good;
+  bytes[8] = 2;
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: unsupported format version 2 (this gilscope reads version 1)");
+  bytes = good;
+  bytes[10] = 24;
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: the header says events are 24 bytes; version 1 events are 16");
+  bytes = good;
+  bytes[13] = 1;
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: unknown header flags 0x100 (written by a newer gilscope?)");
+}
+
+TEST_F(RawFileTest, RejectsATruncatedRecordAndReadsItAsACrashWhenAllowed) {
+  const std::string good = SmallFile(Path("a"));
+  const RecordAt events = Records(good)[3];  // worker-1's events
+  ASSERT_EQ(events.type, static_cast<std::uint32_t>(RawRecordType::kEvents));
+  const std::string cut = good.substr(0, events.offset + 8 + 20);
+  EXPECT_EQ(ErrorFor(cut), "events.raw: truncated at byte " + std::to_string(events.offset) +
+                               ": EVENTS record claims " + std::to_string(events.length) + " bytes, 20 left");
+
+  ReadOptions lenient;
+  lenient.allow_unfinished = true;
+  const RawContents back = ReadRawBytes(cut.data(), cut.size(), "events.raw", lenient);
+  EXPECT_FALSE(back.finished);
+  EXPECT_FALSE(back.has_run);
+  EXPECT_EQ(back.whole_bytes, events.offset);
+  EXPECT_EQ(back.torn_bytes, 28u);
+  ASSERT_EQ(back.trace.threads.size(), 2u);
+  EXPECT_EQ(back.trace.threads[0].events.size(), 8u);
+  EXPECT_EQ(back.trace.threads[1].name, "worker-1");
+  EXPECT_TRUE(back.trace.threads[1].events.empty());
+}
+
+TEST_F(RawFileTest, RejectsATruncatedRecordHeader) {
+  const std::string good = SmallFile(Path("a"));
+  const RecordAt run = First(good, RawRecordType::kRun);
+  EXPECT_EQ(ErrorFor(good.substr(0, run.offset + 3)),
+            "events.raw: truncated at byte " + std::to_string(run.offset) + ": record header needs 8 bytes, 3 left");
+}
+
+TEST_F(RawFileTest, RejectsLyingLengths) {
+  const std::string good = SmallFile(Path("a"));
+  const RecordAt events = First(good, RawRecordType::kEvents);
+  std::string bytes = good;
+  PutU32(bytes, events.offset + 4, 0xFFFF'FFF0u);  // far past the end: nothing is allocated for it
+  const std::size_t left = good.size() - events.offset - 8;
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: truncated at byte " + std::to_string(events.offset) +
+                                 ": EVENTS record claims 4294967280 bytes, " + std::to_string(left) + " left");
+  bytes = good;
+  PutU32(bytes, events.offset + 4, 4);
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: EVENTS record at byte " + std::to_string(events.offset) +
+                                 " is 4 bytes, shorter than its 8-byte block header");
+}
+
+TEST_F(RawFileTest, RejectsLyingCounts) {
+  const std::string good = SmallFile(Path("a"));
+  const RecordAt events = First(good, RawRecordType::kEvents);  // 8 events, 136 bytes
+  std::string bytes = good;
+  PutU32(bytes, events.offset + 12, 9);
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: EVENTS record at byte " + std::to_string(events.offset) +
+                                 " claims 9 events (152 bytes) but is 136 bytes");
+  PutU32(bytes, events.offset + 12, 0x1000'0000u);  // count * 16 overflows 32 bits
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: EVENTS record at byte " + std::to_string(events.offset) +
+                                 " claims 268435456 events (4294967304 bytes) but is 136 bytes");
+}
+
+TEST_F(RawFileTest, RejectsUnknownEventKindsAndRecordTypes) {
+  const std::string good = SmallFile(Path("a"));
+  const RecordAt events = Records(good)[3];
+  std::string bytes = good;
+  const std::size_t third_event = events.offset + 16 + 2 * 16;
+  bytes[third_event + 8] = 42;
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: unknown event kind 42 in stream 1 at byte " + std::to_string(third_event));
+  bytes[third_event + 8] = 0;
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: unknown event kind 0 in stream 1 at byte " + std::to_string(third_event));
+  ReadOptions counting;
+  counting.keep_events = false;
+  EXPECT_EQ(ErrorFor(bytes, counting), ErrorFor(bytes)) << "checked even when not kept";
+
+  bytes = good;
+  PutU32(bytes, events.offset, 9);
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: unknown record type 9 at byte " + std::to_string(events.offset));
+}
+
+// `good` with the first record of `type` given a new payload.
+std::string WithPayload(const std::string& good, RawRecordType type, const std::string& payload) {
+  const RecordAt r = First(good, type);
+  return good.substr(0, r.offset) + Record(r.type, payload) + good.substr(r.offset + 8 + r.length);
+}
+
+TEST_F(RawFileTest, RejectsBadJsonNamingRecordAndPlace) {
+  const std::string good = SmallFile(Path("a"));
+  const std::string at = std::to_string(First(good, RawRecordType::kStream).offset);
+  EXPECT_EQ(ErrorFor(WithPayload(good, RawRecordType::kStream, "{\"id\": 0,")),
+            "events.raw: STREAM record at byte " + at +
+                ": invalid JSON: parse error at line 1, column 10: syntax error while parsing object key - "
+                "unexpected end of input; expected string literal");
+  EXPECT_EQ(ErrorFor(WithPayload(good, RawRecordType::kStream, "[1, 2]")),
+            "events.raw: STREAM record at byte " + at + ": expected a JSON object, got array");
+  EXPECT_EQ(ErrorFor(WithPayload(good, RawRecordType::kStream, std::string(20, '[') + std::string(20, ']'))),
+            "events.raw: STREAM record at byte " + at + ": JSON nested deeper than 16 levels");
+  const std::string error = ErrorFor(WithPayload(good, RawRecordType::kStream, "{\"id\": \"\xff\n\"}"));
+  EXPECT_EQ(error.find('\n'), std::string::npos) << "one line: " << error;
+  EXPECT_EQ(error.find('\xff'), std::string::npos) << error;
+  EXPECT_NE(error.find("invalid JSON"), std::string::npos) << error;
+}
+
+TEST_F(RawFileTest, RejectsMissingFieldsAndWrongTypes) {
+  const std::string good = SmallFile(Path("a"));
+  const std::string stream_at = std::to_string(First(good, RawRecordType::kStream).offset);
+  const std::string run_at = std::to_string(First(good, RawRecordType::kRun).offset);
+  const std::string stream_ok = R"({"id":0,"native_id":1,"pid":2,"name":"x","dropped":0,"cpu_s":null})";
+  EXPECT_EQ(ErrorFor(WithPayload(good, RawRecordType::kStream, stream_ok)), "");
+
+  const auto stream_error = [&](const std::string& from, const std::string& to) {
+    std::string payload = stream_ok;
+    payload.replace(payload.find(from), from.size(), to);
+    return ErrorFor(WithPayload(good, RawRecordType::kStream, payload));
+  };
+  const std::string prefix = "events.raw: STREAM record at byte " + stream_at + ": ";
+  EXPECT_EQ(stream_error("\"pid\":2", "\"pid\":\"2\""),
+            prefix + "field \"pid\" must be an unsigned 32-bit integer, got string");
+  EXPECT_EQ(stream_error("\"pid\":2", "\"pid\":4294967296"),
+            prefix + "field \"pid\" must be an unsigned 32-bit integer, got an integer out of range");
+  EXPECT_EQ(stream_error("\"native_id\":1", "\"native_id\":-1"),
+            prefix + "field \"native_id\" must be an unsigned 64-bit integer, got a negative integer");
+  EXPECT_EQ(stream_error("\"dropped\":0", "\"dropped\":0.5"),
+            prefix + "field \"dropped\" must be an unsigned 64-bit integer, got a fraction");
+  EXPECT_EQ(stream_error("\"cpu_s\":null", "\"cpu_s\":true"), prefix + "field \"cpu_s\" must be a number or null, got boolean");
+  EXPECT_EQ(stream_error("\"name\":\"x\"", "\"name\":{\"hex\":\"4\"}"), prefix + "field \"name\" has an odd number of hex digits");
+  EXPECT_EQ(stream_error("\"name\":\"x\"", "\"name\":{\"hex\":\"zz\"}"),
+            prefix + "field \"name\" has a non-hex character in its \"hex\" string");
+  EXPECT_EQ(stream_error("\"name\":\"x\",", ""), prefix + "missing field \"name\"");
+
+  RunTrace run = SmallRun();
+  run.code = {{1, "f", "f.py", 3}};
+  WriteRawFile(Path("b"), run);
+  const std::string with_code = Slurp(Path("b"));
+  const RecordAt r = First(with_code, RawRecordType::kRun);
+  const std::string run_json = with_code.substr(r.offset + 8, r.length);
+  const auto run_error = [&](const std::string& from, const std::string& to) {
+    std::string payload = run_json;
+    const std::size_t at = payload.find(from);
+    EXPECT_NE(at, std::string::npos) << from;
+    payload.replace(at, from.size(), to);
+    return ErrorFor(WithPayload(with_code, RawRecordType::kRun, payload));
+  };
+  const std::string run_prefix = "events.raw: RUN record at byte " + std::to_string(r.offset) + ": ";
+  EXPECT_EQ(run_error("\"args\":[\"--n\",\"3\"]", "\"args\":[\"--n\",3]"),
+            run_prefix + "field \"info.args[1]\" must be a string or {\"hex\": ...}, got number");
+  EXPECT_EQ(run_error("\"exit_code\":0", "\"exit_code\":2147483648"),
+            run_prefix + "field \"info.exit_code\" must be a 32-bit integer, got an integer out of range");
+  EXPECT_EQ(run_error("\"first_line\":3", "\"first_line\":\"3\""),
+            run_prefix + "field \"code[0].first_line\" must be a 32-bit integer, got string");
+  EXPECT_EQ(run_error("\"interpreter\":0,", ""), run_prefix + "missing field \"gils[0].interpreter\"");
+  EXPECT_EQ(run_error("\"gils\":[", "\"gils\":[7,"), run_prefix + "field \"gils[0]\" must be an object, got number");
+  EXPECT_EQ(run_error("\"end_ns\"", "\"end\""), run_prefix + "missing field \"end_ns\"");
+}
+
+TEST_F(RawFileTest, RejectsAFileThatDidNotFinishUnlessAllowed) {
+  const std::string good = SmallFile(Path("a"));
+  const RecordAt run = First(good, RawRecordType::kRun);
+  const std::string unfinished = good.substr(0, run.offset);  // crashed before Finish()
+  EXPECT_EQ(ErrorFor(unfinished), "events.raw: the run did not finish: no END record (the recording stopped at byte " +
+                                      std::to_string(run.offset) + ", e.g. the runner crashed or is still running)");
+  ReadOptions lenient;
+  lenient.allow_unfinished = true;
+  const RawContents back = ReadRawBytes(unfinished.data(), unfinished.size(), "events.raw", lenient);
+  EXPECT_FALSE(back.finished);
+  EXPECT_FALSE(back.has_run);
+  EXPECT_EQ(back.torn_bytes, 0u);
+  EXPECT_EQ(back.events, 15u);
+  EXPECT_EQ(back.trace.info.script, "");
+
+  // RUN but no END: the run's facts are there, the flag still says unfinished.
+  const std::string no_end = good.substr(0, good.size() - 8);
+  EXPECT_NE(ErrorFor(no_end).find("the run did not finish"), std::string::npos);
+  const RawContents with_run = ReadRawBytes(no_end.data(), no_end.size(), "events.raw", lenient);
+  EXPECT_FALSE(with_run.finished);
+  EXPECT_TRUE(with_run.has_run);
+  EXPECT_EQ(with_run.trace.info.script, "demo.py");
+}
+
+TEST_F(RawFileTest, RejectsBrokenEndRecords) {
+  const std::string good = SmallFile(Path("a"));
+  const std::size_t end_at = good.size() - 8;
+  EXPECT_EQ(ErrorFor(good + "junk"), "events.raw: 4 bytes after the END record at byte " + std::to_string(end_at));
+  EXPECT_EQ(ErrorFor(good + Record(4, "")), "events.raw: 8 bytes after the END record at byte " + std::to_string(end_at));
+  EXPECT_EQ(ErrorFor(WithPayload(good, RawRecordType::kEnd, "x")),
+            "events.raw: END record at byte " + std::to_string(end_at) + " has 1 payload bytes; it must be empty");
+  const RecordAt run = First(good, RawRecordType::kRun);
+  const std::string no_run = good.substr(0, run.offset) + Record(4, "");
+  EXPECT_EQ(ErrorFor(no_run), "events.raw: END record at byte " + std::to_string(run.offset) +
+                                  " but no RUN record before it");
+}
+
+TEST_F(RawFileTest, RejectsAFinishedFileWithEventsOfAnUnnamedStream) {
+  const std::string good = SmallFile(Path("a"));
+  const RecordAt events = First(good, RawRecordType::kEvents);
+  std::string bytes = good;
+  PutU32(bytes, events.offset + 8, 99);
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: stream 99 has events (first at byte " + std::to_string(events.offset) +
+                                 ") but no STREAM record");
+  ReadOptions lenient;
+  lenient.allow_unfinished = true;
+  const std::string unfinished = bytes.substr(0, First(bytes, RawRecordType::kRun).offset);
+  const RawContents back = ReadRawBytes(unfinished.data(), unfinished.size(), "events.raw", lenient);
+  EXPECT_EQ(back.streams_without_identity, std::vector<std::uint32_t>{99});
+  EXPECT_EQ(back.stream_ids, (std::vector<std::uint32_t>{0, 1, 99}));
+}
+
+TEST_F(RawFileTest, RefusesDirectoriesMissingFilesAndFifosWithoutHanging) {
+  const auto error = [](const std::string& path) {
+    try {
+      ReadRawFile(path);
+    } catch (const RawFileError& e) {
+      return std::string(e.what());
+    }
+    return std::string();
+  };
+  EXPECT_EQ(error(dir_), dir_ + ": is a directory, not a gilscope raw events file");
+  EXPECT_EQ(error(Path("missing.raw")), Path("missing.raw") + ": cannot open: No such file or directory");
+  ASSERT_EQ(mkfifo(Path("fifo").c_str(), 0600), 0);
+  EXPECT_EQ(error(Path("fifo")), Path("fifo") + ": not a regular file");
+}
+
+// ------------------------------------------------------------ writer
+
+TEST_F(RawFileTest, OpenNamesTheFileAndTheOsError) {
+  try {
+    RawWriter::Open(Path("no/such/dir/events.raw"));
+    FAIL() << "opened a file in a missing directory";
+  } catch (const RawFileError& e) {
+    EXPECT_EQ(std::string(e.what()), Path("no/such/dir/events.raw") + ": cannot create: No such file or directory");
+  }
+  // /dev/full accepts the open and fails the first write with ENOSPC.
+  if (access("/dev/full", W_OK) != 0) GTEST_SKIP() << "no /dev/full";
+  try {
+    RawWriter::Open("/dev/full");
+    FAIL() << "wrote to /dev/full";
+  } catch (const RawFileError& e) {
+    EXPECT_EQ(std::string(e.what()), "/dev/full: cannot write: No space left on device");
+  }
+}
+
+TEST_F(RawFileTest, AFileLeftByACrashCanBeResumedAndFinished) {
+  const RunTrace run = SmallRun();
+  {
+    RawWriter writer = RawWriter::Open(Path("events.raw"));
+    writer.SetStream(run.threads[0], 0);
+    writer.AppendEvents(0, run.threads[0].events.data(), 5);
+    writer.AppendEvents(1, run.threads[1].events.data(), 3);
+  }  // destroyed unfinished: what a runner leaves when it dies after a flush
+  {
+    // ...and the record it was writing when it died, torn.
+    std::ofstream(Path("events.raw"), std::ios::binary | std::ios::app) << Record(1, std::string(40, 'x')).substr(0, 30);
+  }
+  RawContents so_far;
+  RawWriter writer = RawWriter::Resume(Path("events.raw"), &so_far);
+  EXPECT_EQ(so_far.events, 8u);
+  EXPECT_EQ(so_far.torn_bytes, 30u);
+  EXPECT_EQ(so_far.streams_without_identity, std::vector<std::uint32_t>{1});
+  EXPECT_EQ(writer.bytes_written(), so_far.whole_bytes);
+  // The supervisor drains what the rings still hold, names the streams and finishes.
+  writer.AppendEvents(0, run.threads[0].events.data() + 5, run.threads[0].events.size() - 5);
+  writer.AppendEvents(1, run.threads[1].events.data() + 3, run.threads[1].events.size() - 3);
+  writer.SetStream(run.threads[1], 1);
+  writer.Finish(run);
+
+  ExpectRunEqual(run, ReadRawFile(Path("events.raw")).trace);
+  try {
+    RawWriter::Resume(Path("events.raw"));
+    FAIL() << "resumed a finished file";
+  } catch (const RawFileError& e) {
+    EXPECT_EQ(std::string(e.what()), Path("events.raw") + ": already finished (it has an END record); nothing to resume");
+  }
+}
+
+TEST_F(RawFileTest, AWriterIsUnusableAfterFinish) {
+  RawWriter writer = RawWriter::Open(Path("events.raw"));
+  writer.Finish(SmallRun());
+  EXPECT_TRUE(writer.finished());
+  const Event e = Request(1);
+  EXPECT_THROW(writer.AppendEvents(0, &e, 1), std::logic_error);
+  EXPECT_THROW(writer.Finish(SmallRun()), std::logic_error);
+  EXPECT_EQ(ErrorFor(Slurp(Path("events.raw"))), "") << "an empty run is a valid file";
+}
+
+}  // namespace
+}  // namespace gilscope::report
