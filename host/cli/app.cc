@@ -1,5 +1,6 @@
 #include "cli/app.h"
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
@@ -19,6 +20,7 @@
 #include "report/analysis.h"
 #include "report/chrome_trace_writer.h"
 #include "report/diff_writer.h"
+#include "report/html_writer.h"
 #include "report/json_writer.h"
 #include "report/raw_file.h"
 #include "report/text_writer.h"
@@ -87,6 +89,8 @@ void WriteOutputs(const report::RunTrace& trace, const report::Analysis& analysi
                       [&](std::ostream& os) { report::JsonWriter(os).Write(trace, analysis); });
   WriteFileAtomically(out / "report.txt",
                       [&](std::ostream& os) { report::TextWriter(os).Write(trace, analysis); });
+  WriteFileAtomically(out / "report.html",
+                      [&](std::ostream& os) { report::HtmlWriter(os).Write(trace, analysis); });
   WriteFileAtomically(out / "trace.json", [&](std::ostream& os) {
     report::ChromeTraceWriter writer(os);
     writer.Write(trace, analysis);
@@ -104,11 +108,20 @@ void PrintReport(const report::RunTrace& trace, const report::Analysis& analysis
   std::cout.flush();
   if (format == "json") {
     report::JsonWriter(std::cout).Write(trace, analysis);
+  } else if (format == "html") {
+    report::HtmlWriter(std::cout).Write(trace, analysis);
   } else {
+    const bool tty = isatty(STDOUT_FILENO) != 0;
+    const char* no_color = std::getenv("NO_COLOR");
+    const bool color = tty && (no_color == nullptr || *no_color == '\0');
+    int width = report::TextWriter::kDefaultWidth;
+    winsize ws{};
+    if (tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20) width = ws.ws_col;
     std::cout << '\n';
-    report::TextWriter(std::cout).Write(trace, analysis);
-    std::cout << "\nReports written to " << out.string() << "/ (report.txt, report.json, trace.json: open "
-              << "it in https://ui.perfetto.dev)\n";
+    report::TextWriter(std::cout, color, width).Write(trace, analysis);
+    std::cout << "\nReports written to " << out.string()
+              << "/: report.txt, report.json, report.html (open it in a browser), trace.json (open it in "
+                 "ui.perfetto.dev), events.raw\n";
   }
   std::cout.flush();
 }

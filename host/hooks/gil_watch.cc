@@ -289,6 +289,15 @@ void OnGilCondSignal(const WatchEntry& e) noexcept {
   GilState& g = g_gils[e.gil];
   if (e.kind == ObjectKind::kGilCond) {
     // drop_gil: locked was just set to 0, the cond is signalled under the mutex.
+    // drop_gil first stored the releasing thread state as last_holder
+    // (CPython's fix-up for PyThreadState_Swap while holding): that is what
+    // the next acquisition is compared with, so the event stream says so too.
+    const auto tstate = reinterpret_cast<std::uintptr_t>(
+        __atomic_load_n(g.addr.last_holder, __ATOMIC_RELAXED));
+    if (tstate != 0 && tstate != t_hook.last_tstate) {
+      t_hook.last_tstate = tstate;
+      recorder::Record(EventKind::kThreadState, e.gil, 0, tstate);
+    }
     const bool forced = g.drop_pending.load(std::memory_order_relaxed);
     Emit(EventKind::kReleased, e.gil, forced ? recorder::kFlagForced : 0);
     t_hook.held = 0;

@@ -187,7 +187,10 @@ void InstallPythonHelpers() {
   PyRef globals = PyRef::Steal(PyDict_New());
   ThrowIfError("helpers");
   PyDict_SetItemString(globals.get(), "__builtins__", PyEval_GetBuiltins());
-  PyRef result = PyRef::Steal(PyRun_String(kHelpers, Py_file_input, globals.get(), globals.get()));
+  // Compiled under the name "<gilscope>", which is how its frame reads in
+  // a traceback of a script's thread.
+  PyRef code = PyRef::Steal(Py_CompileString(kHelpers, "<gilscope>", Py_file_input));
+  PyRef result = code ? PyRef::Steal(PyEval_EvalCode(code.get(), globals.get(), globals.get())) : PyRef();
   if (!result) ThrowIfError("installing gilscope's Python helpers");
 }
 

@@ -10,6 +10,11 @@
 //     can fall inside.
 //   - kThreadState carries an address, not a time; it only sets the thread
 //     state that later acquisitions are attributed to.
+//   - kFrame carries a code id, not a time; it names the code running at the
+//     kReleased that follows it, and is forgotten after that release (a
+//     release with no kFrame right before it goes to "<unknown>").
+//   - kMark / kRegionBegin / kRegionEnd are timed but leave the GIL state
+//     alone; regions pair up per thread as a stack.
 //   - Gaps left by dropped events are bridged by trusting the next event: a
 //     kAcquired with no kRequest still starts a hold (but yields no latency),
 //     a kWaitTimeout outside a wait starts one, a kRequest while holding ends
@@ -19,8 +24,13 @@
 
 #include <algorithm>
 #include <array>
+#include <climits>
 #include <functional>
 #include <queue>
+#include <string>
+#include <thread>
+#include <tuple>
+#include <unordered_map>
 #include <utility>
 
 namespace gilscope::report {
@@ -57,6 +67,10 @@ struct Acquisition {
   std::uint64_t tstate = 0;  // the thread's PyThreadState at that moment
   std::uint32_t thread = 0;
   std::uint32_t seq = 0;     // position in the thread's stream
+  // Not an acquisition: a release whose thread state differs from the one
+  // that acquired (drop_gil's last_holder fix-up after PyThreadState_Swap).
+  // It changes the last holder without counting a switch.
+  bool fixup = false;
 };
 
 // Nearest-rank percentile (p in whole percent) of n samples: the value at
@@ -83,19 +97,140 @@ void SetWaitPercentiles(std::vector<std::uint64_t>& latencies, ThreadStats& out)
   out.wait_max_ms = static_cast<double>(max) / kNsPerMs;
 }
 
+// Median (nearest rank) of `samples` in ms; 0 when empty. Reorders them.
+double MedianMs(std::vector<std::uint64_t>& samples) {
+  if (samples.empty()) return 0;
+  const auto mid = samples.begin() + static_cast<std::ptrdiff_t>(NearestRank(50, samples.size()) - 1);
+  std::nth_element(samples.begin(), mid, samples.end());
+  return static_cast<double>(*mid) / kNsPerMs;
+}
+
+// Resolves (code id, line) of kFrame events to Analysis::sites indices,
+// creating each site once. Two code objects with the same qualname, file and
+// line (a module reloaded, a function redefined) share one site, so a
+// report never lists the same line twice.
+class SiteTable {
+ public:
+  SiteTable(const std::vector<CodeInfo>& code, std::vector<CodeSite>& sites) : code_(code), sites_(sites) {
+    code_index_.reserve(code.size());
+    for (std::size_t i = 0; i < code.size(); ++i) code_index_.emplace(code[i].id, i);  // first id wins
+    sites_.push_back({"<unknown>", "", 0});
+  }
+
+  std::uint32_t Resolve(std::uint64_t code_id, std::uint32_t line) {
+    // A thread usually releases from the same place many times in a row
+    // (a loop calling sleep, a worker forced off in its hot loop).
+    if (has_last_ && code_id == last_code_ && line == last_line_) return last_site_;
+    const FrameKey key{code_id, line};
+    auto found = by_frame_.find(key);
+    std::uint32_t site;
+    if (found != by_frame_.end()) {
+      site = found->second;
+    } else {
+      CodeSite named;
+      const auto code = code_index_.find(code_id);
+      if (code != code_index_.end()) {
+        named.function = code_[code->second].function;
+        named.file = code_[code->second].file;
+      } else {
+        named.function = "<unknown>";
+      }
+      named.line = line > static_cast<std::uint32_t>(INT_MAX) ? 0 : static_cast<int>(line);
+      std::string name_key = named.function;
+      name_key.push_back('\0');
+      name_key += named.file;
+      name_key.push_back('\0');
+      name_key += std::to_string(named.line);
+      const auto [it, inserted] = by_name_.emplace(std::move(name_key), static_cast<std::uint32_t>(sites_.size()));
+      if (inserted) sites_.push_back(std::move(named));
+      site = it->second;
+      by_frame_.emplace(key, site);
+    }
+    has_last_ = true;
+    last_code_ = code_id;
+    last_line_ = line;
+    last_site_ = site;
+    return site;
+  }
+
+ private:
+  struct FrameKey {
+    std::uint64_t code;
+    std::uint32_t line;
+    bool operator==(const FrameKey& o) const { return code == o.code && line == o.line; }
+  };
+  struct FrameHash {
+    std::size_t operator()(const FrameKey& k) const {
+      return std::hash<std::uint64_t>()(k.code * 0x9E3779B97F4A7C15ull ^ k.line);
+    }
+  };
+
+  const std::vector<CodeInfo>& code_;
+  std::vector<CodeSite>& sites_;
+  std::unordered_map<std::uint64_t, std::size_t> code_index_;
+  std::unordered_map<FrameKey, std::uint32_t, FrameHash> by_frame_;
+  std::unordered_map<std::string, std::uint32_t> by_name_;
+  bool has_last_ = false;
+  std::uint64_t last_code_ = 0;
+  std::uint32_t last_line_ = 0;
+  std::uint32_t last_site_ = kUnknownSite;
+};
+
+// Per-thread time by site: a dense array over all sites, and the list of
+// entries touched so that clearing it between threads costs only those.
+class SiteTotals {
+ public:
+  void Add(std::uint32_t site, std::uint64_t ns) {
+    if (site >= ns_.size()) ns_.resize(static_cast<std::size_t>(site) + 1, 0);
+    if (ns_[site] == 0) touched_.push_back(site);
+    ns_[site] += ns;
+  }
+
+  // Moves the totals out, longest first, and clears them.
+  std::vector<SiteTime> Take(const std::vector<CodeSite>& sites) {
+    std::vector<SiteTime> out;
+    out.reserve(touched_.size());
+    for (std::uint32_t site : touched_) {
+      const CodeSite& named = sites[site];
+      out.push_back({site, named.function, named.file, named.line, ns_[site],
+                     static_cast<double>(ns_[site]) / kNsPerSecond});
+      ns_[site] = 0;
+    }
+    touched_.clear();
+    std::sort(out.begin(), out.end(), [](const SiteTime& a, const SiteTime& b) {
+      if (a.ns != b.ns) return a.ns > b.ns;
+      if (a.function != b.function) return a.function < b.function;
+      if (a.file != b.file) return a.file < b.file;
+      return a.line < b.line;
+    });
+    return out;
+  }
+
+ private:
+  std::vector<std::uint64_t> ns_;
+  std::vector<std::uint32_t> touched_;
+};
+
 // The state machine of one thread's stream. Owns nothing; writes into the
 // ThreadStats it was given and into the per-GIL accumulators.
 class ThreadWalker {
  public:
   ThreadWalker(std::uint64_t window_start, std::uint64_t window_end, const GilSlots& slots,
                std::vector<std::vector<Acquisition>>& acquisitions,
-               std::vector<GilStats>& gil_stats, std::vector<std::uint64_t>& latencies)
+               std::vector<GilStats>& gil_stats, std::vector<std::uint64_t>& latencies, SiteTable& site_table,
+               const std::vector<CodeSite>& sites, const std::vector<std::string>& marker_names,
+               std::vector<Marker>& markers, std::vector<std::vector<std::uint64_t>>& drop_times)
       : window_start_(window_start),
         window_end_(window_end),
         slots_(slots),
         acquisitions_(acquisitions),
         gil_stats_(gil_stats),
-        latencies_(latencies) {}
+        latencies_(latencies),
+        site_table_(site_table),
+        sites_(sites),
+        marker_names_(marker_names),
+        markers_(markers),
+        drop_times_(drop_times) {}
 
   // Holding / waiting intervals stored by all Walk() calls on one GIL.
   std::size_t HoldingIntervals(std::size_t gil) const { return holding_intervals_[gil]; }
@@ -104,13 +239,22 @@ class ThreadWalker {
   // Returns how many of the thread's events named an unknown GIL.
   std::uint64_t Walk(const ThreadTrace& in, std::uint32_t index, ThreadStats& out) {
     out_ = &out;
+    index_ = index;
     state_ = GilState::kReleased;
     gil_ = 0;
     state_start_ = window_start_;
     held_by_gil_.fill(0);
     latencies_.clear();
+    hold_lengths_.clear();
+    stretch_lengths_.clear();
+    regions_.clear();
+    frame_site_ = kUnknownSite;
+    closing_site_ = kUnknownSite;
+    stretch_site_ = kUnknownSite;
+    stretch_voluntary_ = false;
     std::uint64_t unknown_gil = 0;
     std::uint64_t tstate = 0;
+    std::uint64_t acquired_tstate = 0;  // tstate of the thread's latest acquisition
     std::uint64_t wait_start = 0;
     std::uint64_t cursor = 0;  // latest time seen: keeps time non-decreasing
     bool started = false;
@@ -125,6 +269,15 @@ class ThreadWalker {
       const Event& e = in.events[seq];
       if (e.kind == EventKind::kThreadState) {
         tstate = e.ts;
+        continue;
+      }
+      if (e.kind == EventKind::kFrame) {
+        frame_site_ = site_table_.Resolve(e.ts, e.aux);
+        continue;
+      }
+      if (IsMarker(e.kind)) {
+        if (e.ts > window_end_) break;  // the same rule as for timed events
+        Mark(e, std::max(e.ts, cursor));
         continue;
       }
       if (!IsTimed(e.kind)) continue;  // a kind this build does not know
@@ -155,6 +308,10 @@ class ThreadWalker {
           // A second request for the same GIL means the acquire/release in
           // between was dropped; keep the wait that is already running.
           if (state_ != GilState::kWaiting || gil_ != e.gil) {
+            // The blocking call that followed a voluntary release is over.
+            if (state_ == GilState::kReleased && stretch_voluntary_ && t > state_start_) {
+              stretch_lengths_.push_back(t - state_start_);
+            }
             Enter(GilState::kWaiting, e.gil, t);
             wait_start = t;
           }
@@ -162,6 +319,7 @@ class ThreadWalker {
         case EventKind::kWaitTimeout:
           if (inside && (e.flags & recorder::kFlagDropRequest) != 0 && slot != kNoSlot) {
             ++gil_stats_[static_cast<std::size_t>(slot)].drop_requests;
+            drop_times_[static_cast<std::size_t>(slot)].push_back(t);
           }
           if (state_ != GilState::kWaiting) {  // its kRequest was dropped
             Enter(GilState::kWaiting, e.gil, t);
@@ -177,24 +335,43 @@ class ThreadWalker {
                   {raw, tstate, index, static_cast<std::uint32_t>(seq)});
             }
           }
+          acquired_tstate = tstate;
           Enter(GilState::kHolding, e.gil, t);
+          // A frame names the release right after it; one left over from a
+          // release that was dropped must not name a later one.
+          frame_site_ = kUnknownSite;
           break;
-        case EventKind::kReleased:
-          if (inside) {
-            if ((e.flags & recorder::kFlagForced) != 0) {
-              ++out.forced_releases;
-            } else {
-              ++out.voluntary_releases;
-            }
+        case EventKind::kReleased: {
+          const bool voluntary = (e.flags & recorder::kFlagForced) == 0;
+          if (inside) ++(voluntary ? out.voluntary_releases : out.forced_releases);
+          if (inside && slot != kNoSlot && tstate != acquired_tstate) {
+            Acquisition fixup{raw, tstate, index, static_cast<std::uint32_t>(seq)};
+            fixup.fixup = true;
+            acquisitions_[static_cast<std::size_t>(slot)].push_back(fixup);
           }
-          Enter(GilState::kReleased, e.gil, t);
+          if (state_ != GilState::kReleased) {
+            // The hold (if it is one) ends here and the frame before this
+            // release names it, and the call site the released stretch is
+            // spent in when the release was voluntary.
+            closing_site_ = frame_site_;
+            closing_forced_ = !voluntary;
+            Enter(GilState::kReleased, e.gil, t);
+            stretch_site_ = frame_site_;
+            stretch_voluntary_ = voluntary;
+          }
+          frame_site_ = kUnknownSite;
           break;
+        }
         case EventKind::kThreadExit:
           Close(t);
           out.lifetime_end_ns = t;
           exited = true;
           break;
         case EventKind::kThreadState:
+        case EventKind::kFrame:
+        case EventKind::kMark:
+        case EventKind::kRegionBegin:
+        case EventKind::kRegionEnd:
           break;  // handled above
       }
     }
@@ -208,6 +385,20 @@ class ThreadWalker {
     }
     out.exited = exited;
     out.state_at_end = state_;
+    // Regions still open end with the thread (or the window).
+    while (!regions_.empty()) {
+      Marker m = std::move(regions_.back());
+      regions_.pop_back();
+      m.end_ns = std::max(m.start_ns, out.lifetime_end_ns);
+      m.open = true;
+      markers_.push_back(std::move(m));
+    }
+    out.holds = hold_lengths_.size();
+    out.hold_p50_ms = MedianMs(hold_lengths_);
+    out.voluntary_stretches = stretch_lengths_.size();
+    out.voluntary_released_p50_ms = MedianMs(stretch_lengths_);
+    out.held_by_function = held_by_site_.Take(sites_);
+    out.released_at = released_by_site_.Take(sites_);
     out.lifetime_ns = out.lifetime_end_ns - out.lifetime_start_ns;
     out.lifetime_s = static_cast<double>(out.lifetime_ns) / kNsPerSecond;
     out.held_s = static_cast<double>(out.held_ns) / kNsPerSecond;
@@ -235,29 +426,83 @@ class ThreadWalker {
       case EventKind::kThreadExit:
         return true;
       case EventKind::kThreadState:
+      case EventKind::kFrame:
+      case EventKind::kMark:
+      case EventKind::kRegionBegin:
+      case EventKind::kRegionEnd:
         return false;
     }
     return false;
   }
 
+  static bool IsMarker(EventKind kind) {
+    return kind == EventKind::kMark || kind == EventKind::kRegionBegin || kind == EventKind::kRegionEnd;
+  }
+
+  std::string MarkerName(std::uint32_t aux) const {
+    return aux < marker_names_.size() ? marker_names_[aux] : "marker " + std::to_string(aux);
+  }
+
+  // A marker event at raw time t (already non-decreasing, maybe before the
+  // window). Instants outside the window are dropped; regions are clipped.
+  void Mark(const Event& e, std::uint64_t t) {
+    switch (e.kind) {
+      case EventKind::kMark:
+        if (t >= window_start_) {
+          markers_.push_back({MarkerName(e.aux), index_, t, t, false, false,
+                              static_cast<std::uint32_t>(regions_.size())});
+        }
+        break;
+      case EventKind::kRegionBegin:
+        regions_.push_back({MarkerName(e.aux), index_, std::max(t, window_start_), 0, true, false,
+                            static_cast<std::uint32_t>(regions_.size())});
+        break;
+      case EventKind::kRegionEnd:
+        // An end with no begin (its begin was dropped) closes nothing.
+        if (!regions_.empty()) {
+          Marker m = std::move(regions_.back());
+          regions_.pop_back();
+          if (t >= window_start_) {
+            m.end_ns = std::max(t, m.start_ns);
+            markers_.push_back(std::move(m));
+          }
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
   // Ends the current interval at t (t >= state_start_ by the cursor rule).
   void Close(std::uint64_t t) {
+    // Whatever closes a hold other than a kReleased (the window end, an exit,
+    // a dropped release) has no frame to name it.
+    const std::uint32_t site = closing_site_;
+    closing_site_ = kUnknownSite;
+    const bool forced = closing_forced_;
+    closing_forced_ = false;
     if (t <= state_start_) return;
     const std::uint64_t d = t - state_start_;
     switch (state_) {
       case GilState::kReleased:
         out_->released_ns += d;
+        if (stretch_voluntary_) released_by_site_.Add(stretch_site_, d);
         break;
       case GilState::kWaiting:
         out_->waiting_ns += d;
-        out_->intervals.push_back({state_start_, t, state_, gil_});
+        out_->intervals.push_back({state_start_, t, state_, gil_, false, kUnknownSite});
         ++waiting_intervals_[gil_];
         break;
       case GilState::kHolding:
         out_->held_ns += d;
         held_by_gil_[gil_] += d;
-        out_->intervals.push_back({state_start_, t, state_, gil_});
+        out_->intervals.push_back({state_start_, t, state_, gil_, forced, site});
         ++holding_intervals_[gil_];
+        held_by_site_.Add(site, d);
+        hold_lengths_.push_back(d);
+        if (d > out_->longest_hold.end_ns - out_->longest_hold.start_ns) {
+          out_->longest_hold = HoldRecord{state_start_, t, /*blocked_ns=*/0, /*unheeded_ns=*/0, site};
+        }
         break;
     }
     state_start_ = t;
@@ -270,6 +515,11 @@ class ThreadWalker {
     state_ = state;
     gil_ = gil;
     state_start_ = t;
+    // Only a kReleased starts an attributed released stretch (it sets these
+    // again right after); the stretch before a thread's first request is not
+    // a blocking call.
+    stretch_voluntary_ = false;
+    stretch_site_ = kUnknownSite;
   }
 
   const std::uint64_t window_start_;
@@ -278,8 +528,31 @@ class ThreadWalker {
   std::vector<std::vector<Acquisition>>& acquisitions_;
   std::vector<GilStats>& gil_stats_;
   std::vector<std::uint64_t>& latencies_;  // scratch, reused across threads
+  SiteTable& site_table_;
+  const std::vector<CodeSite>& sites_;
+  const std::vector<std::string>& marker_names_;
+  std::vector<Marker>& markers_;
+  std::vector<std::vector<std::uint64_t>>& drop_times_;  // by GIL slot, in-window drop requests
+
+  // Scratch reused across threads, so a walk allocates only when a thread
+  // has more of something than every thread before it.
+  std::vector<std::uint64_t> hold_lengths_;
+  std::vector<std::uint64_t> stretch_lengths_;
+  std::vector<Marker> regions_;  // open regions, innermost last
+  SiteTotals held_by_site_;
+  SiteTotals released_by_site_;
 
   ThreadStats* out_ = nullptr;
+  std::uint32_t index_ = 0;
+  // The site of the last kFrame, until the kReleased it describes.
+  std::uint32_t frame_site_ = kUnknownSite;
+  // The site of the hold being closed by the current kReleased, and
+  // whether that release was forced.
+  std::uint32_t closing_site_ = kUnknownSite;
+  bool closing_forced_ = false;
+  // The current released stretch: begun by a voluntary release at stretch_site_?
+  std::uint32_t stretch_site_ = kUnknownSite;
+  bool stretch_voluntary_ = false;
   GilState state_ = GilState::kReleased;
   std::uint8_t gil_ = 0;
   std::uint64_t state_start_ = 0;
@@ -302,7 +575,9 @@ std::uint64_t CountSwitches(std::vector<Acquisition>& acquisitions, std::uint64_
   std::uint64_t switches = 0;
   std::uint64_t last_holder = holder_at_start;
   for (const Acquisition& a : acquisitions) {
-    if (a.tstate != last_holder) {
+    if (a.fixup) {
+      last_holder = a.tstate;
+    } else if (a.tstate != last_holder) {
       ++switches;
       last_holder = a.tstate;
     }
@@ -315,6 +590,13 @@ struct Sweep {
   std::uint64_t last_ts = 0;
   std::uint32_t holding = 0;
   std::uint32_t waiting = 0;
+  // The hold that started last and is not over: its waited-under time.
+  bool hold_open = false;
+  std::uint32_t hold_thread = 0;
+  std::uint64_t hold_start = 0;
+  std::uint64_t hold_end = 0;
+  std::uint32_t hold_site = kUnknownSite;
+  std::uint64_t hold_blocked = 0;
 };
 
 void Advance(Sweep& sweep, GilStats& gil, std::uint64_t ts) {
@@ -322,10 +604,64 @@ void Advance(Sweep& sweep, GilStats& gil, std::uint64_t ts) {
   const std::uint64_t d = ts - sweep.last_ts;
   if (sweep.holding > 0) {
     gil.busy_ns += d;
-    if (sweep.waiting > 0) gil.contended_ns += d;
+    if (sweep.waiting > 0) {
+      gil.contended_ns += d;
+      sweep.hold_blocked += d;
+    }
+  } else if (sweep.waiting > 0) {
+    gil.handoff_ns += d;
   }
   sweep.last_ts = ts;
 }
+
+// Ends the sweep's open hold, keeping it as its thread's most blocking hold
+// when it kept the GIL longer after a drop request (ties: others waited
+// longer under it, then the longer hold). `drops`: the GIL's drop-request
+// times, sorted.
+void FinishHold(Sweep& sweep, const std::vector<std::uint64_t>& drops, std::vector<ThreadStats>& threads) {
+  if (!sweep.hold_open) return;
+  sweep.hold_open = false;
+  std::uint64_t unheeded = 0;
+  const auto first = std::lower_bound(drops.begin(), drops.end(), sweep.hold_start);
+  if (first != drops.end() && *first < sweep.hold_end) unheeded = sweep.hold_end - *first;
+  HoldRecord& best = threads[sweep.hold_thread].most_blocking_hold;
+  const std::uint64_t length = sweep.hold_end - sweep.hold_start;
+  const auto key = std::make_tuple(unheeded, sweep.hold_blocked, length);
+  if (key > std::make_tuple(best.unheeded_ns, best.blocked_ns, best.end_ns - best.start_ns)) {
+    best = HoldRecord{sweep.hold_start, sweep.hold_end, sweep.hold_blocked, unheeded, sweep.hold_site};
+  }
+}
+
+// Replays the run's Python progress rate against what it could have been
+// with parallel GILs (see GilTax in analysis.h), in ns of ideal time.
+class IdealClock {
+ public:
+  IdealClock(std::uint64_t start, int cores) : last_(start), cores_(static_cast<std::uint32_t>(cores)) {}
+
+  void Advance(std::uint64_t ts) {
+    if (ts <= last_) return;
+    const double d = static_cast<double>(ts - last_);
+    if (busy_gils_ == 0) {
+      ideal_ns_ += d;  // no Python progress to speed up: I/O, sleep, idle, hand-off
+    } else {
+      ideal_ns_ += d * static_cast<double>(std::min(busy_gils_, cores_)) /
+                   static_cast<double>(std::min(runnable_, cores_));
+    }
+    last_ = ts;
+  }
+  // A thread became runnable (+1) or stopped being (-1) on a GIL; a GIL
+  // became busy (+1) or idle (-1).
+  void Runnable(int delta) { runnable_ = static_cast<std::uint32_t>(static_cast<int>(runnable_) + delta); }
+  void Busy(int delta) { busy_gils_ = static_cast<std::uint32_t>(static_cast<int>(busy_gils_) + delta); }
+  double IdealNs() const { return ideal_ns_; }
+
+ private:
+  std::uint64_t last_;
+  const std::uint32_t cores_;  // >= 1
+  std::uint32_t runnable_ = 0;
+  std::uint32_t busy_gils_ = 0;
+  double ideal_ns_ = 0;
+};
 
 // Records the waiting count after a change at ts. Several changes at one
 // instant collapse into one step, and a step that restores the previous
@@ -347,7 +683,8 @@ void StepWaiting(std::vector<WaitingStep>& steps, std::uint64_t window_end, std:
 // from one merge of all threads' intervals in time order: O(n log threads),
 // and no array of all boundaries is ever built.
 void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t window_start,
-               std::uint64_t window_end, Analysis& analysis) {
+               std::uint64_t window_end, const std::vector<std::vector<std::uint64_t>>& drop_times,
+               IdealClock& ideal, Analysis& analysis) {
   if (analysis.gils.empty()) return;
   std::vector<Sweep> sweeps(analysis.gils.size());
   for (std::size_t g = 0; g < analysis.gils.size(); ++g) {
@@ -369,6 +706,9 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
     bool at_end = false;
   };
   std::vector<Cursor> cursors(analysis.threads.size());
+  // Threads forced off a GIL that have not asked again yet: still runnable
+  // for the ideal clock (see GilTax).
+  std::vector<bool> forced_off(analysis.threads.size(), false);
   auto relevant = [&](const StateInterval& iv) { return slots[iv.gil] != kNoSlot; };
   auto skip_to_relevant = [&](std::size_t thread) {
     const auto& ivs = analysis.threads[thread].intervals;
@@ -395,19 +735,43 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
     GilStats& gil = analysis.gils[g];
     Sweep& sweep = sweeps[g];
     Advance(sweep, gil, ts);
+    ideal.Advance(ts);
     const bool holding = iv.state == GilState::kHolding;
     if (!c.at_end) {
+      if (forced_off[thread]) {
+        forced_off[thread] = false;  // it was counted as runnable all along
+      } else {
+        ideal.Runnable(+1);
+      }
       if (holding) {
+        if (sweep.holding == 0) ideal.Busy(+1);
         ++sweep.holding;
         gil.holders.push_back({iv.start_ns, iv.end_ns, thread});
+        FinishHold(sweep, drop_times[g], analysis.threads);
+        sweep.hold_open = true;
+        sweep.hold_thread = thread;
+        sweep.hold_start = iv.start_ns;
+        sweep.hold_end = iv.end_ns;
+        sweep.hold_site = iv.site;
+        sweep.hold_blocked = 0;
       } else {
         ++sweep.waiting;
         StepWaiting(gil.waiting, window_end, ts, sweep.waiting);
       }
       c.at_end = true;
     } else {
+      // Forced off: stays runnable until its next interval starts.
+      if (holding && iv.forced_end) {
+        forced_off[thread] = true;
+      } else {
+        ideal.Runnable(-1);
+      }
       if (holding) {
         --sweep.holding;
+        if (sweep.holding == 0) ideal.Busy(-1);
+        if (sweep.hold_open && sweep.hold_thread == thread && sweep.hold_start == iv.start_ns) {
+          FinishHold(sweep, drop_times[g], analysis.threads);
+        }
       } else {
         --sweep.waiting;
         StepWaiting(gil.waiting, window_end, ts, sweep.waiting);
@@ -415,8 +779,51 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
       c.at_end = false;
       ++c.interval;
     }
-    if (skip_to_relevant(thread)) heap.push({boundary(thread), thread});
+    if (skip_to_relevant(thread)) {
+      heap.push({boundary(thread), thread});
+    } else if (forced_off[thread]) {
+      // Forced off and never asked again (it exited): runnable no longer.
+      forced_off[thread] = false;
+      ideal.Runnable(-1);
+    }
   }
+  for (std::size_t g = 0; g < sweeps.size(); ++g) FinishHold(sweeps[g], drop_times[g], analysis.threads);
+}
+
+// Median hold of each GIL, from its holder slices.
+void SetGilHoldMedians(Analysis& analysis) {
+  std::vector<std::uint64_t> lengths;
+  for (GilStats& gil : analysis.gils) {
+    lengths.clear();
+    lengths.reserve(gil.holders.size());
+    for (const HolderInterval& h : gil.holders) {
+      if (h.end_ns > h.start_ns) lengths.push_back(h.end_ns - h.start_ns);
+    }
+    gil.holds = lengths.size();
+    gil.hold_p50_ms = MedianMs(lengths);
+  }
+}
+
+int CoresFor(const RunInfo& info) {
+  if (info.cpu_count > 0) return info.cpu_count;
+  const unsigned here = std::thread::hardware_concurrency();
+  return here > 0 ? static_cast<int>(here) : 1;
+}
+
+void SetGilTax(const Analysis& analysis, int cores, double ideal_ns, GilTax& tax) {
+  tax.cpu_count = cores;
+  std::uint64_t waiting = 0, held = 0, max_held = 0;
+  for (const ThreadStats& t : analysis.threads) {
+    waiting += t.waiting_ns;
+    held += t.held_ns;
+    max_held = std::max(max_held, t.held_ns);
+  }
+  tax.waiting_thread_s = static_cast<double>(waiting) / kNsPerSecond;
+  const double window = static_cast<double>(analysis.end_ns - analysis.start_ns);
+  double ideal = std::max({ideal_ns, static_cast<double>(max_held), static_cast<double>(held) / cores});
+  ideal = std::min(ideal, window);
+  tax.ideal_wall_s = ideal / kNsPerSecond;
+  tax.speedup_bound = ideal > 0 ? window / ideal : 1.0;
 }
 
 double Fraction(std::uint64_t part, std::uint64_t whole) {
@@ -467,7 +874,10 @@ Analysis Analyze(const RunTrace& trace) {
     if (slots[g] != kNoSlot) acquisitions[static_cast<std::size_t>(slots[g])].reserve(acquired_events[g]);
   }
   std::vector<std::uint64_t> latencies;
-  ThreadWalker walker(analysis.start_ns, analysis.end_ns, slots, acquisitions, analysis.gils, latencies);
+  SiteTable site_table(trace.code, analysis.sites);
+  std::vector<std::vector<std::uint64_t>> drop_times(trace.gils.size());
+  ThreadWalker walker(analysis.start_ns, analysis.end_ns, slots, acquisitions, analysis.gils, latencies,
+                      site_table, analysis.sites, trace.marker_names, analysis.markers, drop_times);
   analysis.threads.resize(trace.threads.size());
   for (std::size_t i = 0; i < trace.threads.size(); ++i) {
     const ThreadTrace& in = trace.threads[i];
@@ -475,23 +885,45 @@ Analysis Analyze(const RunTrace& trace) {
     out.name = in.name;
     out.native_id = in.native_id;
     out.pid = in.pid;
+    out.cpu_s = in.cpu_s;
     analysis.events_recorded += in.events.size();
     analysis.events_dropped += in.dropped;
     analysis.events_unknown_gil += walker.Walk(in, static_cast<std::uint32_t>(i), out);
   }
 
   for (std::size_t g = 0; g < trace.gils.size(); ++g) {
-    analysis.gils[g].acquisitions = acquisitions[g].size();
+    analysis.gils[g].acquisitions = static_cast<std::uint64_t>(std::count_if(
+        acquisitions[g].begin(), acquisitions[g].end(), [](const Acquisition& a) { return !a.fixup; }));
     analysis.gils[g].switches = CountSwitches(acquisitions[g], trace.gils[g].holder_tstate_at_start);
     std::vector<Acquisition>().swap(acquisitions[g]);  // free before the sweep allocates
   }
 
-  SweepGils(slots, walker, analysis.start_ns, analysis.end_ns, analysis);
+  const int cores = CoresFor(trace.info);
+  IdealClock ideal(analysis.start_ns, cores);
+  for (auto& drops : drop_times) std::sort(drops.begin(), drops.end());
+  SweepGils(slots, walker, analysis.start_ns, analysis.end_ns, drop_times, ideal, analysis);
+  ideal.Advance(analysis.end_ns);
   for (GilStats& gil : analysis.gils) {
     gil.busy_fraction = Fraction(gil.busy_ns, window);
     gil.contended_fraction = Fraction(gil.contended_ns, window);
+    gil.handoff_fraction = Fraction(gil.handoff_ns, window);
   }
+  SetGilHoldMedians(analysis);
+  SetGilTax(analysis, cores, ideal.IdealNs(), analysis.gil_tax);
+
+  std::stable_sort(analysis.markers.begin(), analysis.markers.end(), [](const Marker& a, const Marker& b) {
+    if (a.start_ns != b.start_ns) return a.start_ns < b.start_ns;
+    if (a.thread != b.thread) return a.thread < b.thread;
+    return a.depth < b.depth;
+  });
   return analysis;
+}
+
+std::uint64_t TimelineEventCount(const Analysis& analysis) {
+  std::uint64_t n = 0;
+  for (const ThreadStats& t : analysis.threads) n += t.intervals.size();
+  for (const GilStats& g : analysis.gils) n += g.holders.size() + g.waiting.size();
+  return n;
 }
 
 }  // namespace gilscope::report

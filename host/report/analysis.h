@@ -7,6 +7,10 @@
 // O(n log n) in the number of events and keeps every waiting and holding
 // interval, because the Chrome-trace writer draws them.
 //
+// Beyond the GIL states it attributes time to Python source lines (the
+// kFrame written before each release), collects the markers scripts set, and
+// estimates what the GIL cost the run (GilTax).
+//
 // Robustness contract: the input comes from lossy ring buffers, so Analyze()
 // never throws on a malformed stream and never yields a negative duration.
 // Everything is clipped to the recording window [start_ns, end_ns]; a gap left
@@ -30,6 +34,30 @@ enum class GilState : std::uint8_t {
 
 const char* GilStateName(GilState state);
 
+// A Python source line named by kFrame events: the function running when a
+// thread released the GIL. Analysis::sites[0] is kUnknownSite.
+struct CodeSite {
+  std::string function;
+  std::string file;
+  int line = 0;  // 0: unknown
+};
+
+// Analysis::sites index of "<unknown>": a hold or release with no kFrame
+// right before its kReleased (a hold cut by the window end, a dropped
+// event, or a run recorded without frames).
+inline constexpr std::uint32_t kUnknownSite = 0;
+
+// Time attributed to one CodeSite, for ThreadStats::held_by_function and
+// ThreadStats::released_at.
+struct SiteTime {
+  std::uint32_t site = kUnknownSite;  // index into Analysis::sites
+  std::string function;               // copied from the site, for writers
+  std::string file;
+  int line = 0;
+  std::uint64_t ns = 0;
+  double seconds = 0;  // ns / 1e9
+};
+
 // A half-open interval [start_ns, end_ns) in which a thread waited for or
 // held a GIL; never empty.
 struct StateInterval {
@@ -37,6 +65,29 @@ struct StateInterval {
   std::uint64_t end_ns = 0;
   GilState state = GilState::kWaiting;  // kWaiting or kHolding, never kReleased
   std::uint8_t gil = 0;                 // the event's `gil` field: GilInfo::id
+  // Holding: ended by a forced release (kFlagForced), so the thread still
+  // wanted the GIL in the released stretch that follows, until its next
+  // request. The GIL-tax estimate counts that stretch as runnable.
+  bool forced_end = false;
+  // Holding: the Analysis::sites entry the hold is attributed to (the frame
+  // running when it ended). Waiting: kUnknownSite. Fits in the padding, so
+  // the interval stays 24 bytes.
+  std::uint32_t site = kUnknownSite;
+};
+static_assert(sizeof(StateInterval) == 24, "kept per interval: 10M events must stay affordable");
+
+// One hold singled out for a finding.
+struct HoldRecord {
+  std::uint64_t start_ns = 0;
+  std::uint64_t end_ns = 0;
+  // Time inside the hold during which another thread waited for this GIL.
+  std::uint64_t blocked_ns = 0;
+  // Time from the first drop request inside the hold (a waiter's timeout
+  // asking the holder to let go) to the hold's end. Python code heeds it
+  // within microseconds; a long one is C code keeping the GIL. A starved
+  // waiter (no CPU to time out on) makes blocked_ns long but not this.
+  std::uint64_t unheeded_ns = 0;
+  std::uint32_t site = kUnknownSite;
 };
 
 struct ThreadStats {
@@ -79,6 +130,33 @@ struct ThreadStats {
   double wait_p50_ms = 0;
   double wait_p99_ms = 0;
   double wait_max_ms = 0;
+
+  // Holds ending inside the window (the at-start one and one cut by the
+  // window end included) and their median length; 0 without holds.
+  std::uint64_t holds = 0;
+  double hold_p50_ms = 0;
+  // Released stretches that began with a voluntary release and ended with a
+  // new kRequest (the blocking call's duration, GIL-less), and their median.
+  std::uint64_t voluntary_stretches = 0;
+  double voluntary_released_p50_ms = 0;
+  // The longest hold, and the hold that kept the GIL longest after a drop
+  // request (ties: longer blocked_ns, then longer hold): what a long_hold
+  // finding is about. Both zero without holds.
+  HoldRecord longest_hold;
+  HoldRecord most_blocking_hold;
+
+  // Attribution, longest first (ties: by function, file, line).
+  // held_by_function: each hold goes to the kFrame just before its
+  // kReleased: the code that was running when the thread let go; for a
+  // CPU-bound thread, forced off every switch interval, that is a sample of
+  // where its Python time went. released_at: the released stretch after each
+  // voluntary release (to the next kRequest) goes to the same frame: the call
+  // site that blocked (time.sleep, socket.recv, Lock.acquire...).
+  std::vector<SiteTime> held_by_function;
+  std::vector<SiteTime> released_at;
+
+  // CPU time (user + system) of the thread, from ThreadTrace; < 0: unknown.
+  double cpu_s = -1;
 
   // The GilInfo::id this thread held longest (ties: the lowest id); -1 when
   // it held no GIL for a measurable time.
@@ -137,6 +215,52 @@ struct GilStats {
   // Sorted by time; the first step is at the window start, each later step
   // changes the count. Threads still waiting at end_ns get no step down.
   std::vector<WaitingStep> waiting;
+
+  // Time nobody held it while a thread waited: the hand-off gap between a
+  // release and the waiter running, pure switching cost.
+  std::uint64_t handoff_ns = 0;
+  double handoff_fraction = 0;
+  // Holds of this GIL (any thread) and their median length.
+  std::uint64_t holds = 0;
+  double hold_p50_ms = 0;
+};
+
+// A marker set by the script: gilscope.mark(name) is an instant
+// (start_ns == end_ns), gilscope.region(name) an interval, clipped to the
+// window. Regions nest per thread; depth 0 is outermost.
+struct Marker {
+  std::string name;          // RunTrace::marker_names[aux], or "marker <aux>"
+  std::uint32_t thread = 0;  // index into Analysis::threads
+  std::uint64_t start_ns = 0;
+  std::uint64_t end_ns = 0;
+  bool region = false;
+  // A region still open when the thread's stream ended (ends at its lifetime
+  // end), or whose end fell outside the window.
+  bool open = false;
+  std::uint32_t depth = 0;
+};
+
+// What the GIL cost the run, in one estimate.
+//
+// ideal_wall_s models the run with every GIL's Python work able to run in
+// parallel. Wall time is replayed instant by instant: while b GILs are held
+// and r threads are runnable on them (holding or waiting), the run makes
+// min(b, cores) seconds of Python progress per second, where it could have
+// made min(r, cores); so that stretch would have taken min(b,cores) /
+// min(r,cores) of its length. A thread forced off the GIL counts as runnable
+// until it asks again: it only stopped because the GIL made it. Stretches with no holder (I/O, sleep, idle,
+// hand-off gaps) keep their length. Because a GIL shares itself roughly
+// fairly among the threads waiting for it, this follows the critical path:
+// two threads with 1 s and 3 s of work finish in 3 s, not 2 s. Joins need no
+// special care: a thread blocked in join() is released, not runnable. The
+// result is then raised to at least the largest single thread's held time and
+// total held time / cores (no thread's own work can be split), and capped
+// at the wall time.
+struct GilTax {
+  double waiting_thread_s = 0;  // sum over threads of waiting_s
+  double ideal_wall_s = 0;
+  double speedup_bound = 1;     // wall_s / ideal_wall_s; 1 for an empty run
+  int cpu_count = 0;            // the cores assumed: RunInfo::cpu_count or this machine's
 };
 
 struct Analysis {
@@ -154,8 +278,21 @@ struct Analysis {
   // Events naming a GIL that is not in RunTrace::gils. They still shape the
   // thread's own figures but feed no GilStats; non-zero means a recorder bug.
   std::uint64_t events_unknown_gil = 0;
+
+  // Every source line the attribution names; sites[kUnknownSite] is
+  // {"<unknown>", "", 0}. A kFrame whose code id is not in RunTrace::code
+  // names "<unknown>" with its line.
+  std::vector<CodeSite> sites;
+  // In time order (ties: thread, then outer region first).
+  std::vector<Marker> markers;
+  GilTax gil_tax;
 };
 
 Analysis Analyze(const RunTrace& trace);
+
+// Timeline events a complete trace.json holds: every waiting and holding
+// interval, GIL holder slice and waiting-count step. ChromeTraceWriter caps
+// on this count, so a report can say up front whether the trace is whole.
+std::uint64_t TimelineEventCount(const Analysis& analysis);
 
 }  // namespace gilscope::report

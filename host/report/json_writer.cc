@@ -1,8 +1,29 @@
 #include "report/json_writer.h"
 
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include "report/chrome_trace_writer.h"
+#include "report/findings.h"
+
 namespace gilscope::report {
+namespace {
+
+// A run can set markers in a hot loop; report.json keeps the first ones and
+// says how many it left out (trace.json and report.html draw them all).
+constexpr std::size_t kMaxJsonMarkers = 10'000;
+
+nlohmann::ordered_json SiteTimes(const std::vector<SiteTime>& times, const char* seconds_key) {
+  nlohmann::ordered_json rows = nlohmann::ordered_json::array();
+  for (const SiteTime& s : times) {
+    rows.push_back({{"function", s.function}, {"file", s.file}, {"line", s.line}, {seconds_key, s.seconds}});
+  }
+  return rows;
+}
+
+double Seconds(std::uint64_t ns) { return static_cast<double>(ns) / 1e9; }
+
+}  // namespace
 
 nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis& analysis) {
   using nlohmann::ordered_json;
@@ -18,17 +39,42 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
   doc["instances"] = info.instances;
   doc["status"] = info.status;
   doc["exit_code"] = info.exit_code;
+  if (info.signal != 0) doc["signal"] = info.signal;
   doc["wall_s"] = analysis.wall_s;
   doc["switch_interval_s"] = info.switch_interval_s;
   // The raw window lets a reader line report.json up with trace.json and
   // with other tools reading the same monotonic clock.
   doc["window"] = {{"start_ns", analysis.start_ns}, {"end_ns", analysis.end_ns}};
 
+  const GilTax& tax = analysis.gil_tax;
+  doc["gil_tax"] = {
+      {"waiting_thread_s", tax.waiting_thread_s},
+      {"ideal_wall_s", tax.ideal_wall_s},
+      {"speedup_bound", tax.speedup_bound},
+      {"cpu_count", tax.cpu_count},
+  };
+
+  ordered_json findings = ordered_json::array();
+  for (const Finding& f : FindIssues(trace, analysis)) {
+    ordered_json figures = ordered_json::object();
+    for (const auto& [name, value] : f.figures) figures[name] = value;
+    findings.push_back({{"kind", f.kind},
+                        {"thread", f.thread},
+                        {"detail", f.detail},
+                        {"advice", f.advice},
+                        {"figures", std::move(figures)}});
+  }
+  doc["findings"] = std::move(findings);
+
   ordered_json gils = ordered_json::array();
-  for (const GilStats& g : analysis.gils) {
+  for (std::size_t gi = 0; gi < analysis.gils.size(); ++gi) {
+    const GilStats& g = analysis.gils[gi];
+    const GilInfo* source = gi < trace.gils.size() ? &trace.gils[gi] : nullptr;
     gils.push_back({
         {"id", g.id},
         {"interpreter", g.interpreter},
+        {"pid", source ? source->pid : 0},
+        {"instance", source ? source->instance : -1},
         {"acquisitions", g.acquisitions},
         {"switches", g.switches},
         {"cpython_switches", g.cpython_switches},
@@ -36,9 +82,33 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
         {"drop_requests", g.drop_requests},
         {"busy_fraction", g.busy_fraction},
         {"contended_fraction", g.contended_fraction},
+        {"handoff_fraction", g.handoff_fraction},
+        {"hold_p50_ms", g.hold_p50_ms},
     });
   }
   doc["gils"] = std::move(gils);
+
+  ordered_json processes = ordered_json::array();
+  for (const ProcessInfo& p : trace.processes) {
+    processes.push_back({{"pid", p.pid},
+                         {"parent_pid", p.parent_pid},
+                         {"role", p.role},
+                         {"status", p.status},
+                         {"exit_status", p.exit_status},
+                         {"instance", p.instance}});
+  }
+  doc["processes"] = std::move(processes);
+  if (!trace.deadlock.summary.empty() || !trace.deadlock.threads.empty()) {
+    ordered_json threads = ordered_json::array();
+    for (const BlockedThread& b : trace.deadlock.threads) {
+      threads.push_back({{"name", b.name},
+                         {"waiting_for", b.waiting_for},
+                         {"held_by", b.held_by},
+                         {"holds", b.holds},
+                         {"stack", b.stack}});
+    }
+    doc["deadlock"] = {{"summary", trace.deadlock.summary}, {"threads", std::move(threads)}};
+  }
 
   ordered_json threads = ordered_json::array();
   for (const ThreadStats& t : analysis.threads) {
@@ -61,9 +131,41 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
     row["wait_max_ms"] = t.wait_max_ms;
     row["exited"] = t.exited;
     row["state_at_end"] = GilStateName(t.state_at_end);
+    row["cpu_s"] = t.cpu_s >= 0 ? ordered_json(t.cpu_s) : ordered_json(nullptr);
+    row["hold_p50_ms"] = t.hold_p50_ms;
+    row["longest_hold_ms"] = static_cast<double>(t.longest_hold.end_ns - t.longest_hold.start_ns) / 1e6;
+    row["held_by_function"] = SiteTimes(t.held_by_function, "held_s");
+    row["released_at"] = SiteTimes(t.released_at, "released_s");
     threads.push_back(std::move(row));
   }
   doc["threads"] = std::move(threads);
+
+  ordered_json markers = ordered_json::array();
+  const std::size_t kept = std::min(analysis.markers.size(), kMaxJsonMarkers);
+  for (std::size_t k = 0; k < kept; ++k) {
+    const Marker& m = analysis.markers[k];
+    markers.push_back({{"name", m.name},
+                       {"kind", m.region ? "region" : "mark"},
+                       {"thread", m.thread < analysis.threads.size() ? analysis.threads[m.thread].name : ""},
+                       {"thread_index", m.thread},
+                       {"start_s", Seconds(m.start_ns - analysis.start_ns)},
+                       {"duration_s", Seconds(m.end_ns - m.start_ns)},
+                       {"depth", m.depth},
+                       {"open", m.open}});
+  }
+  doc["markers"] = std::move(markers);
+  doc["markers_omitted"] = analysis.markers.size() - kept;
+
+  // What trace.json holds: the Chrome-trace writer keeps the first
+  // max_slices timeline events (the CLI uses the default cap).
+  const std::uint64_t slices = TimelineEventCount(analysis);
+  const std::uint64_t cap = ChromeTraceWriter::kDefaultMaxSlices;
+  doc["trace"] = {
+      {"file", "trace.json"},
+      {"slices", slices},
+      {"max_slices", cap},
+      {"slices_omitted", slices > cap ? slices - cap : 0},
+  };
 
   doc["events"] = {
       {"recorded", analysis.events_recorded},

@@ -1,14 +1,43 @@
 #include "report/text_writer.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdarg>
 #include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "report/findings.h"
+
 namespace gilscope::report {
 namespace {
+
+// ANSI SGR sequences, or nothing when colour is off.
+class Style {
+ public:
+  explicit Style(bool color) : color_(color) {}
+  std::string Wrap(std::string_view text, const char* sgr) const {
+    if (!color_ || text.empty()) return std::string(text);
+    return std::string("\x1b[") + sgr + "m" + std::string(text) + "\x1b[0m";
+  }
+  std::string Bold(std::string_view text) const { return Wrap(text, "1"); }
+  std::string Dim(std::string_view text) const { return Wrap(text, "2"); }
+  std::string Red(std::string_view text) const { return Wrap(text, "31"); }
+  std::string Yellow(std::string_view text) const { return Wrap(text, "33"); }
+  std::string Green(std::string_view text) const { return Wrap(text, "32"); }
+  bool on() const { return color_; }
+
+ private:
+  bool color_;
+};
+
+// Letters for the timeline's GIL rows: A-Z, a-z, then '*' for the rest.
+char ThreadLetter(std::size_t index) {
+  if (index < 26) return static_cast<char>('A' + index);
+  if (index < 52) return static_cast<char>('a' + (index - 26));
+  return '*';
+}
 
 std::string Format(const char* format, ...) __attribute__((format(printf, 1, 2)));
 
@@ -140,25 +169,55 @@ void PrintTable(std::ostream& out, const std::vector<Column>& columns,
   }
 }
 
-void PrintHeader(std::ostream& out, const RunTrace& trace, const Analysis& analysis) {
+void PrintHeader(std::ostream& out, const Style& style, const RunTrace& trace, const Analysis& analysis) {
   const RunInfo& info = trace.info;
   std::string command = Sanitize(info.script);
   for (const std::string& arg : info.args) command += " " + ShellWord(arg);
 
-  out << "gilscope report";
+  out << style.Bold("gilscope report");
   if (!info.gilscope_version.empty()) out << " (gilscope " << Sanitize(info.gilscope_version) << ")";
   out << '\n';
   out << "  script           " << command << '\n';
   out << "  python           CPython " << Sanitize(info.python_version) << '\n';
-  out << "  status           " << Sanitize(info.status) << ", exit code " << info.exit_code << '\n';
+  const std::string status = Sanitize(info.status);
+  out << "  status           " << (info.status == "ok" ? style.Green(status) : style.Red(status)) << ", exit code "
+      << info.exit_code << '\n';
   out << "  wall time        " << Format("%.3f s", analysis.wall_s) << '\n';
   out << "  switch interval  " << Format("%.3f ms", info.switch_interval_s * 1e3) << '\n';
   out << "  mode             " << Sanitize(info.mode) << ", " << info.instances
       << (info.instances == 1 ? " instance" : " instances") << '\n';
 }
 
-void PrintGils(std::ostream& out, const Analysis& analysis) {
-  out << "\nGILs\n";
+// The one sentence every report opens with: what did the GIL cost?
+void PrintGilTax(std::ostream& out, const Style& style, const Analysis& analysis) {
+  const GilTax& tax = analysis.gil_tax;
+  out << '\n'
+      << style.Bold(Format("The GIL cost this run %.3f s of thread time waiting; with every thread's Python work in "
+                           "parallel it could take ~%.3f s (up to %.1fx faster).",
+                           tax.waiting_thread_s, tax.ideal_wall_s, tax.speedup_bound))
+      << '\n'
+      << style.Dim(Format("  (estimate for %d cores: each stretch of the run shortened by how many threads were "
+                          "runnable on a GIL; see the legend)",
+                          tax.cpu_count))
+      << '\n';
+}
+
+void PrintFindings(std::ostream& out, const Style& style, const std::vector<Finding>& findings) {
+  out << '\n' << style.Bold("Findings") << '\n';
+  if (findings.empty()) {
+    out << "  none: nothing matched a known GIL problem (convoy, gil_bound, long_hold, switch_storm)\n";
+    return;
+  }
+  for (const Finding& f : findings) {
+    const bool severe = f.kind == "gil_bound" || f.kind == "long_hold";
+    const std::string kind = "! " + f.kind;
+    out << "  " << (severe ? style.Red(kind) : style.Yellow(kind)) << ": " << Sanitize(f.detail) << '\n'
+        << "    " << style.Dim("-> " + Sanitize(f.advice)) << '\n';
+  }
+}
+
+void PrintGils(std::ostream& out, const Style& style, const Analysis& analysis) {
+  out << '\n' << style.Bold("GILs") << '\n';
   if (analysis.gils.empty()) {
     out << "  none recorded\n";
     return;
@@ -182,8 +241,8 @@ void PrintGils(std::ostream& out, const Analysis& analysis) {
   }
 }
 
-void PrintThreads(std::ostream& out, const Analysis& analysis) {
-  out << "\nThreads (held/waiting/released as % of each thread's lifetime)\n";
+void PrintThreads(std::ostream& out, const Style& style, const Analysis& analysis) {
+  out << '\n' << style.Bold("Threads") << " (held/waiting/released as % of each thread's lifetime)\n";
   if (analysis.threads.empty()) {
     out << "  none recorded\n";
     return;
@@ -194,7 +253,7 @@ void PrintThreads(std::ostream& out, const Analysis& analysis) {
   if (show_gil) columns.push_back({"GIL", false});
   const std::vector<Column> figures = {
       {"lifetime s", false}, {"held %", false},      {"waiting %", false},
-      {"released %", false}, {"acquired", false},    {"forced/voluntary", false},
+      {"released %", false}, {"cpu s", false},       {"acquired", false},    {"forced/voluntary", false},
       {"wait p50 ms", false}, {"p99 ms", false},     {"max ms", false},
   };
   columns.insert(columns.end(), figures.begin(), figures.end());
@@ -208,6 +267,7 @@ void PrintThreads(std::ostream& out, const Analysis& analysis) {
     row.push_back(Percent(t.held_ns, t.lifetime_ns));
     row.push_back(Percent(t.waiting_ns, t.lifetime_ns));
     row.push_back(Percent(t.released_ns, t.lifetime_ns));
+    row.push_back(t.cpu_s >= 0 ? Format("%.3f", t.cpu_s) : "-");
     row.push_back(Count(t.acquisitions));
     row.push_back(Count(t.forced_releases) + "/" + Count(t.voluntary_releases));
     row.push_back(Format("%.3f", t.wait_p50_ms));
@@ -216,6 +276,191 @@ void PrintThreads(std::ostream& out, const Analysis& analysis) {
     rows.push_back(std::move(row));
   }
   PrintTable(out, columns, rows);
+}
+
+// Top sites per thread: where its holds ended and where it blocked.
+constexpr std::size_t kTopSites = 3;
+
+void PrintSites(std::ostream& out, const char* label, const std::vector<SiteTime>& sites, std::uint64_t total_ns) {
+  for (std::size_t k = 0; k < std::min(sites.size(), kTopSites); ++k) {
+    const SiteTime& s = sites[k];
+    const CodeSite site{s.function, s.file, s.line};
+    out << "    " << (k == 0 ? label : "        ") << "  " << Format("%8.3f s %5s%%", s.seconds,
+                                                                           Percent(s.ns, total_ns).c_str())
+        << "  " << Sanitize(DescribeSite(site)) << '\n';
+  }
+  if (sites.size() > kTopSites) {
+    out << "                      ... " << sites.size() - kTopSites << " more in report.json\n";
+  }
+}
+
+void PrintAttribution(std::ostream& out, const Style& style, const Analysis& analysis) {
+  out << '\n' << style.Bold("Where the GIL went")
+      << " (held: the function running when each hold ended; released: the call site of each voluntary release)\n";
+  if (analysis.sites.size() <= 1) {
+    // Only the "<unknown>" site: every line would say so.
+    out << "  no Python frames were recorded in this run, so time cannot be attributed to functions\n";
+    return;
+  }
+  bool any = false;
+  for (const ThreadStats& t : analysis.threads) {
+    if (t.held_by_function.empty() && t.released_at.empty()) continue;
+    any = true;
+    out << "  " << Sanitize(DescribeThread(t)) << '\n';
+    PrintSites(out, "held    ", t.held_by_function, t.held_ns);
+    std::uint64_t voluntary_ns = 0;
+    for (const SiteTime& s : t.released_at) voluntary_ns += s.ns;
+    PrintSites(out, "released", t.released_at, voluntary_ns);
+  }
+  if (!any) out << "  nothing held or released the GIL in the window\n";
+}
+
+// Per column of the timeline, the time (ns, as double) spent in a state.
+class Columns {
+ public:
+  Columns(std::uint64_t start, std::uint64_t end, std::size_t n)
+      : start_(start), per_column_(static_cast<double>(end - start) / static_cast<double>(n)), ns_(n, 0.0) {}
+
+  void Add(std::uint64_t from, std::uint64_t to) {
+    if (to <= from) return;
+    const double a = static_cast<double>(from - start_) / per_column_;
+    const double b = static_cast<double>(to - start_) / per_column_;
+    const std::size_t n = ns_.size();
+    auto first = static_cast<std::size_t>(a);
+    const auto last = std::min(static_cast<std::size_t>(b), n - 1);
+    if (first >= n) return;
+    for (std::size_t c = first; c <= last; ++c) {
+      const double lo = std::max(a, static_cast<double>(c));
+      const double hi = std::min(b, static_cast<double>(c + 1));
+      if (hi > lo) ns_[c] += (hi - lo) * per_column_;
+    }
+  }
+  double operator[](std::size_t c) const { return ns_[c]; }
+  double PerColumn() const { return per_column_; }
+  void Clear() { std::fill(ns_.begin(), ns_.end(), 0.0); }
+
+ private:
+  std::uint64_t start_;
+  double per_column_;
+  std::vector<double> ns_;
+};
+
+// Colours runs of equal characters in a timeline bar.
+std::string ColourBar(const Style& style, const std::string& bar, const std::vector<std::size_t>& holder) {
+  if (!style.on()) return bar;
+  static const char* const kThreadColours[] = {"34", "35", "36", "94", "95", "96"};
+  std::string out;
+  for (std::size_t i = 0; i < bar.size();) {
+    std::size_t j = i;
+    while (j < bar.size() && bar[j] == bar[i]) ++j;
+    const std::string run = bar.substr(i, j - i);
+    if (bar[i] == '#') {
+      out += style.Wrap(run, "32");
+    } else if (bar[i] == '.') {
+      out += style.Wrap(run, "33");
+    } else if (bar[i] == ' ') {
+      out += run;
+    } else {
+      out += style.Wrap(run, kThreadColours[holder[i] % 6]);
+    }
+    i = j;
+  }
+  return out;
+}
+
+void PrintTimeline(std::ostream& out, const Style& style, const Analysis& analysis, int width) {
+  const std::uint64_t window = analysis.end_ns - analysis.start_ns;
+  // A row: "  X " + the name clipped or padded to kNameWidth + " |" + the
+  // columns + "|", exactly `width` characters.
+  constexpr std::size_t kNameWidth = 18;
+  constexpr std::size_t kFrame = 4 + kNameWidth + 2 + 1;
+  const std::size_t columns = static_cast<std::size_t>(width) - kFrame;
+  out << '\n' << style.Bold("Timeline");
+  if (window == 0 || (analysis.threads.empty() && analysis.gils.empty())) {
+    out << ": nothing recorded in the window\n";
+    return;
+  }
+  const double per_column_ms = static_cast<double>(window) / static_cast<double>(columns) / 1e6;
+  out << Format(" (0 to %.3f s, %.3f ms per column; '#' holding, '.' waiting, ' ' released; GIL rows: who held it)\n",
+                analysis.wall_s, per_column_ms);
+
+  auto name_cell = [&](const std::string& name) {
+    std::string clean = Sanitize(name);
+    // Cut on a code point boundary, then pad.
+    std::string cut;
+    std::size_t points = 0;
+    for (std::size_t i = 0; i < clean.size() && points < kNameWidth; ++points) {
+      std::size_t len = 1;
+      while (i + len < clean.size() && (static_cast<unsigned char>(clean[i + len]) & 0xC0) == 0x80) ++len;
+      cut.append(clean, i, len);
+      i += len;
+    }
+    return cut + std::string(kNameWidth - points, ' ');
+  };
+
+  Columns hold(analysis.start_ns, analysis.end_ns, columns), wait(analysis.start_ns, analysis.end_ns, columns),
+      alive(analysis.start_ns, analysis.end_ns, columns);
+  // GIL rows: the best holder per column so far and its time.
+  std::vector<std::vector<double>> best(analysis.gils.size(), std::vector<double>(columns, 0.0));
+  std::vector<std::vector<std::size_t>> best_thread(analysis.gils.size(), std::vector<std::size_t>(columns, 0));
+  std::vector<std::vector<double>> busy(analysis.gils.size(), std::vector<double>(columns, 0.0));
+  std::vector<Columns> held_on(analysis.gils.size(), Columns(analysis.start_ns, analysis.end_ns, columns));
+  std::vector<int> slot_of(256, -1);
+  for (std::size_t g = 0; g < analysis.gils.size(); ++g) {
+    const std::uint32_t id = analysis.gils[g].id;
+    if (id < 256 && slot_of[id] < 0) slot_of[id] = static_cast<int>(g);
+  }
+
+  std::vector<std::string> rows;
+  const std::vector<std::size_t> no_holders(columns, 0);
+  for (std::size_t i = 0; i < analysis.threads.size(); ++i) {
+    const ThreadStats& t = analysis.threads[i];
+    hold.Clear();
+    wait.Clear();
+    alive.Clear();
+    for (Columns& c : held_on) c.Clear();
+    alive.Add(t.lifetime_start_ns, t.lifetime_end_ns);
+    for (const StateInterval& iv : t.intervals) {
+      if (iv.state == GilState::kHolding) {
+        hold.Add(iv.start_ns, iv.end_ns);
+        if (slot_of[iv.gil] >= 0) held_on[static_cast<std::size_t>(slot_of[iv.gil])].Add(iv.start_ns, iv.end_ns);
+      } else {
+        wait.Add(iv.start_ns, iv.end_ns);
+      }
+    }
+    std::string bar(columns, ' ');
+    for (std::size_t c = 0; c < columns; ++c) {
+      const double blank = hold.PerColumn() - hold[c] - wait[c];  // released or not alive
+      if (hold[c] > 0 && hold[c] >= wait[c] && hold[c] >= blank) {
+        bar[c] = '#';
+      } else if (wait[c] > 0 && wait[c] >= blank) {
+        bar[c] = '.';
+      }
+    }
+    for (std::size_t g = 0; g < analysis.gils.size(); ++g) {
+      for (std::size_t c = 0; c < columns; ++c) {
+        busy[g][c] += held_on[g][c];
+        if (held_on[g][c] > best[g][c]) {
+          best[g][c] = held_on[g][c];
+          best_thread[g][c] = i;
+        }
+      }
+    }
+    std::string letter(1, ThreadLetter(i));
+    if (style.on()) letter = style.Wrap(letter, "1");
+    rows.push_back("  " + letter + " " + name_cell(t.name.empty() ? "thread " + std::to_string(t.native_id) : t.name) +
+                   " |" + ColourBar(style, bar, no_holders) + "|");
+  }
+  for (std::size_t g = 0; g < analysis.gils.size(); ++g) {
+    std::string bar(columns, ' ');
+    for (std::size_t c = 0; c < columns; ++c) {
+      // The top holder shows when the GIL was held more than it was free.
+      if (best[g][c] > 0 && best[g][c] >= hold.PerColumn() - busy[g][c]) bar[c] = ThreadLetter(best_thread[g][c]);
+    }
+    out << "    " << name_cell("GIL " + std::to_string(analysis.gils[g].id)) << " |"
+        << ColourBar(style, bar, best_thread[g]) << "|\n";
+  }
+  for (const std::string& row : rows) out << row << '\n';
 }
 
 void PrintEvents(std::ostream& out, const Analysis& analysis) {
@@ -238,15 +483,70 @@ void PrintLegend(std::ostream& out) {
   out << "\nheld: the thread owned the GIL and could run Python code.\n"
          "waiting: it asked for the GIL and was blocked until another thread let go.\n"
          "released: it did not need the GIL (sleep, blocking I/O, C code that dropped it).\n"
-         "forced/voluntary: gave the GIL up because another thread asked / on its own.\n";
+         "forced/voluntary: gave the GIL up because another thread asked / on its own.\n"
+         "timeline: each column shows what dominated that slice of the run: '#' holding, '.' waiting,\n"
+         "  ' ' released or not running; a GIL row shows the letter of the thread holding it most.\n"
+         "GIL tax: waiting summed over threads; the ideal time replays the run as if every GIL's\n"
+         "  runnable threads ran in parallel on the cores, never faster than its busiest thread.\n";
 }
 
 }  // namespace
 
+// A deadlock: who waits for which lock, who holds it, and every stack.
+void PrintDeadlock(std::ostream& out, const Style& style, const RunTrace& trace) {
+  const Deadlock& d = trace.deadlock;
+  if (d.summary.empty() && d.threads.empty()) return;
+  out << '\n' << style.Red(style.Bold("Deadlock")) << ": " << Sanitize(d.summary) << '\n';
+  for (const BlockedThread& b : d.threads) {
+    out << "  " << Sanitize(b.name);
+    if (!b.waiting_for.empty()) {
+      out << " waits for " << Sanitize(b.waiting_for);
+      if (!b.held_by.empty()) out << " (held by " << Sanitize(b.held_by) << ")";
+    }
+    if (!b.holds.empty()) {
+      out << "; holds";
+      for (const std::string& h : b.holds) out << ' ' << Sanitize(h);
+    }
+    out << '\n';
+    std::string line;
+    for (char c : b.stack) {
+      if (c == '\n') {
+        out << "    " << Sanitize(line) << '\n';
+        line.clear();
+      } else {
+        line += c;
+      }
+    }
+    if (!line.empty()) out << "    " << Sanitize(line) << '\n';
+  }
+  out << "  Fix: take the locks in one global order, or acquire(timeout=...) and back off "
+         "(scripts/guide/09_lock_ordering.py).\n";
+}
+
+// Several processes: who they were and how each ended.
+void PrintProcesses(std::ostream& out, const Style& style, const RunTrace& trace) {
+  if (trace.processes.size() <= 1) return;
+  out << '\n' << style.Bold("Processes") << '\n';
+  for (const ProcessInfo& p : trace.processes) {
+    out << "  pid " << p.pid << " (" << Sanitize(p.role);
+    if (p.instance >= 0) out << ", instance " << p.instance;
+    out << ", parent " << p.parent_pid << "): " << Sanitize(p.status);
+    if (p.status != "running") out << ", exit status " << p.exit_status;
+    out << '\n';
+  }
+}
+
 void TextWriter::Write(const RunTrace& trace, const Analysis& analysis) const {
-  PrintHeader(out_, trace, analysis);
-  PrintGils(out_, analysis);
-  PrintThreads(out_, analysis);
+  const Style style(color_);
+  PrintHeader(out_, style, trace, analysis);
+  PrintDeadlock(out_, style, trace);
+  PrintGilTax(out_, style, analysis);
+  PrintFindings(out_, style, FindIssues(trace, analysis));
+  PrintGils(out_, style, analysis);
+  PrintThreads(out_, style, analysis);
+  PrintProcesses(out_, style, trace);
+  PrintAttribution(out_, style, analysis);
+  PrintTimeline(out_, style, analysis, width_);
   PrintEvents(out_, analysis);
   PrintLegend(out_);
 }

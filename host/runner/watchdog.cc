@@ -51,6 +51,19 @@ def _tree(filename):
             _trees[filename] = None
     return _trees[filename]
 
+def _label(obj, label, frame):
+    """A name the reader knows the lock by: a module-level name bound to it,
+    or an entry of a module-level dict, over a local alias."""
+    for name, value in frame.f_globals.items():
+        if value is obj and not name.startswith("__"):
+            return name
+    for name, value in frame.f_globals.items():
+        if isinstance(value, dict) and not name.startswith("__"):
+            for k, v in value.items():
+                if v is obj and isinstance(k, (str, int)):
+                    return "%s[%r]" % (name, k)
+    return label
+
 def _locks_at(frame):
     """(waiting_for, held): the lock this frame's line acquires, and the
     locks of the `with` blocks enclosing it, as (object, label) pairs."""
@@ -66,6 +79,7 @@ def _locks_at(frame):
                     pair = _safe_eval(item.context_expr, frame)
                 except Exception:
                     continue
+                pair = (pair[0], _label(pair[0], pair[1], frame))
                 if node.lineno == line:
                     wanted = pair
                 else:
@@ -73,7 +87,8 @@ def _locks_at(frame):
         elif (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
               and node.func.attr == "acquire" and node.lineno == line):
             try:
-                wanted = _safe_eval(node.func.value, frame)
+                obj, label = _safe_eval(node.func.value, frame)
+                wanted = (obj, _label(obj, label, frame))
             except Exception:
                 pass
     return wanted, held

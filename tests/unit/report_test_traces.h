@@ -41,6 +41,17 @@ inline Event Released(std::int64_t ms, bool forced, std::uint8_t gil = 0) {
 }
 inline Event Tstate(std::uint64_t address) { return Make(EventKind::kThreadState, address, 0, 0); }
 inline Event Exit(std::int64_t ms) { return Make(EventKind::kThreadExit, At(ms), 0, 0); }
+// The frame running at the release that follows: code id and line.
+inline Event Frame(std::uint64_t code, std::uint32_t line) { return Event{code, EventKind::kFrame, 0, 0, line}; }
+inline Event Mark(std::int64_t ms, std::uint32_t name) { return Event{At(ms), EventKind::kMark, 0, 0, name}; }
+inline Event RegionBegin(std::int64_t ms, std::uint32_t name) {
+  return Event{At(ms), EventKind::kRegionBegin, 0, 0, name};
+}
+inline Event RegionEnd(std::int64_t ms, std::uint32_t name) { return Event{At(ms), EventKind::kRegionEnd, 0, 0, name}; }
+// Sub-millisecond times: `us` microseconds after the window start.
+inline std::uint64_t AtUs(std::int64_t us) {
+  return static_cast<std::uint64_t>(static_cast<std::int64_t>(kStart) + us * 1000);
+}
 
 inline ThreadTrace Thread(std::string name, std::uint64_t native_id, std::vector<Event> events) {
   ThreadTrace t;
@@ -57,6 +68,7 @@ inline RunTrace EmptyRun(std::int64_t window_ms) {
   run.info.python_version = "3.13.0";
   run.info.script = "demo.py";
   run.info.args = {"--n", "3"};
+  run.info.cpu_count = 2;  // fixed, so figures do not depend on the test machine
   run.start_ns = kStart;
   run.end_ns = At(window_ms);
   return run;
@@ -98,6 +110,95 @@ inline RunTrace SmallRun() {
   run.threads.push_back(Thread("worker-1", 1002,
                                {Tstate(0xB), Request(5), Timeout(10, true), Acquired(20), Released(38, true),
                                 Request(80), Acquired(82)}));
+  return run;
+}
+
+inline CodeInfo Code(std::uint64_t id, std::string function, std::string file, int first_line) {
+  CodeInfo c;
+  c.id = id;
+  c.function = std::move(function);
+  c.file = std::move(file);
+  c.first_line = first_line;
+  return c;
+}
+
+// Code ids of ConvoyRun's frames.
+inline constexpr std::uint64_t kWorkerCode = 0x100;
+inline constexpr std::uint64_t kRecvCode = 0x200;
+inline constexpr std::uint64_t kMainCode = 0x300;
+
+// A CPU-bound pair and an I/O thread stuck behind it, over `slots` switch
+// intervals of 5 ms (boundaries b_k = 2 + 5k ms):
+//
+//   MainThread  holds 0..2 (at start), releases voluntarily in main.py:9
+//               (a join) and stays released.
+//   worker-0/1  take turns: worker k%2 holds slot k until b_k+1, is forced
+//               off (frame worker, workload.py:27), asks again at once and
+//               waits for its next slot.
+//   io          (named `io_name`) every second boundary k >= 2: asked at
+//               b_k - 6, gets the GIL at b_k, holds 0.1 ms, releases
+//               voluntarily in Connection.recv (client.py:88); the worker
+//               whose slot it is starts 0.1 ms late.
+//
+// Markers: "start" (an instant on MainThread at 1 ms), region "crunch" on
+// worker-0 from 2 ms to boundary slots/2 (when that slot is worker-0's; else
+// it stays open). The window ends at b_slots.
+// For `slots` = 44: io makes 21 round trips, each a 6 ms wait (1.2 switch
+// intervals) after a 3.9 ms released stretch: a convoy; the GIL is busy the
+// whole run with three threads competing: gil_bound.
+inline RunTrace ConvoyRun(std::size_t slots, std::string io_name = "io") {
+  const auto b = [](std::size_t k) { return AtUs(2000 + 5000 * static_cast<std::int64_t>(k)); };
+  RunTrace run;
+  run.info.gilscope_version = "0.1.0";
+  run.info.python_version = "3.13.0";
+  run.info.script = "convoy.py";
+  run.info.cpu_count = 2;
+  run.start_ns = kStart;
+  run.end_ns = b(slots);
+  run.gils = {Gil(0, 0xA, 0)};
+  run.code = {Code(kWorkerCode, "worker", "workload.py", 20), Code(kRecvCode, "Connection.recv", "client.py", 80),
+              Code(kMainCode, "<module>", "main.py", 1)};
+  run.marker_names = {"start", "crunch"};
+
+  ThreadTrace main = Thread("MainThread", 1001, {Tstate(0xA), AcquiredAtStart(), Mark(1, 0), Frame(kMainCode, 9),
+                                                 Released(2, false)});
+  main.cpu_s = 0.002;
+  std::vector<Event> workers[2] = {{Tstate(0xB0)}, {Tstate(0xB1)}};
+  std::vector<Event> io = {Tstate(0xC)};
+  auto starts_late = [](std::size_t k) { return k >= 2 && k % 2 == 0; };
+  std::size_t io_rounds = 0;
+  workers[0].push_back(Make(EventKind::kRequest, AtUs(500), 0, 0));
+  workers[0].push_back(RegionBegin(2, 1));
+  workers[1].push_back(Make(EventKind::kRequest, AtUs(600), 0, 0));
+  for (std::size_t k = 0; k < slots; ++k) {
+    std::vector<Event>& w = workers[k % 2];
+    const std::uint64_t start = starts_late(k) ? b(k) + 100'000 : b(k);
+    if (starts_late(k)) {
+      ++io_rounds;
+      io.push_back(Make(EventKind::kRequest, b(k) - 6 * kMs, 0, 0));
+      io.push_back(Make(EventKind::kAcquired, b(k), 0, 0));
+      io.push_back(Frame(kRecvCode, 88));
+      io.push_back(Make(EventKind::kReleased, b(k) + 100'000, 0, 0));
+    }
+    w.push_back(Make(EventKind::kAcquired, start, 0, 0));
+    if (k == slots / 2 && k % 2 == 0) w.push_back(Event{start, EventKind::kRegionEnd, 0, 0, 1});
+    if (k + 1 < slots) {
+      w.push_back(Frame(kWorkerCode, 27));
+      w.push_back(Make(EventKind::kReleased, b(k + 1), 0, recorder::kFlagForced));
+      w.push_back(Make(EventKind::kRequest, b(k + 1), 0, 0));
+    }
+  }
+  run.threads.push_back(std::move(main));
+  for (int i = 0; i < 2; ++i) {
+    ThreadTrace t = Thread("worker-" + std::to_string(i), 1002 + static_cast<std::uint64_t>(i), std::move(workers[i]));
+    t.cpu_s = 0.0025 * static_cast<double>(slots);
+    run.threads.push_back(std::move(t));
+  }
+  ThreadTrace io_thread = Thread(std::move(io_name), 1004, std::move(io));
+  io_thread.cpu_s = 0.0001 * static_cast<double>(slots);
+  run.threads.push_back(std::move(io_thread));
+  // Every acquisition hands the GIL to another thread state.
+  run.gils[0].cpython_switch_end = run.gils[0].cpython_switch_start + slots + io_rounds;
   return run;
 }
 

@@ -6,6 +6,9 @@ include(GoogleTest)
 
 add_executable(report_tests
   ${CMAKE_CURRENT_LIST_DIR}/report_analysis_test.cc
+  ${CMAKE_CURRENT_LIST_DIR}/report_attribution_test.cc
+  ${CMAKE_CURRENT_LIST_DIR}/report_findings_test.cc
+  ${CMAKE_CURRENT_LIST_DIR}/report_html_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/report_writers_test.cc
 )
 target_include_directories(report_tests PRIVATE ${CMAKE_CURRENT_LIST_DIR})

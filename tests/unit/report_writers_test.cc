@@ -280,3 +280,169 @@ TEST(ReportChromeTraceWriter, StaysValidJsonWithInvalidUtf8) {
 
 }  // namespace
 }  // namespace gilscope::report
+
+namespace gilscope::report {
+namespace {
+
+using namespace gilscope::report::testing;  // NOLINT: test vocabulary
+using nlohmann::json;
+
+std::string Text(const RunTrace& run, bool color, int width) {
+  std::ostringstream out;
+  TextWriter(out, color, width).Write(run, Analyze(run));
+  return out.str();
+}
+
+std::string StripAnsi(const std::string& s) {
+  std::string out;
+  for (std::size_t i = 0; i < s.size(); ++i) {
+    if (s[i] == '\x1b' && i + 1 < s.size() && s[i + 1] == '[') {
+      i += 2;
+      while (i < s.size() && s[i] != 'm') ++i;
+      continue;
+    }
+    out.push_back(s[i]);
+  }
+  return out;
+}
+
+std::string LineStartingWith(const std::string& text, const std::string& prefix) {
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind(prefix, 0) == 0) return line;
+  }
+  return {};
+}
+
+TEST(ReportJsonWriter, CarriesAttributionTaxFindingsMarkersAndTraceSize) {
+  RunTrace run = ConvoyRun(44);
+  run.threads[1].cpu_s = 0.5;
+  run.threads[0].cpu_s = -1;
+  const Analysis analysis = Analyze(run);
+  std::ostringstream out;
+  JsonWriter(out).Write(run, analysis);
+  const json doc = json::parse(out.str());
+
+  EXPECT_EQ(doc["schema_version"], 1);
+  EXPECT_DOUBLE_EQ(doc["gil_tax"]["waiting_thread_s"].get<double>(), analysis.gil_tax.waiting_thread_s);
+  EXPECT_DOUBLE_EQ(doc["gil_tax"]["ideal_wall_s"].get<double>(), analysis.gil_tax.ideal_wall_s);
+  EXPECT_DOUBLE_EQ(doc["gil_tax"]["speedup_bound"].get<double>(), analysis.gil_tax.speedup_bound);
+  EXPECT_EQ(doc["gil_tax"]["cpu_count"], 2);
+
+  const json& worker = doc["threads"][1];
+  EXPECT_TRUE(doc["threads"][0]["cpu_s"].is_null());
+  EXPECT_DOUBLE_EQ(worker["cpu_s"].get<double>(), 0.5);
+  ASSERT_FALSE(worker["held_by_function"].empty());
+  const json& top = worker["held_by_function"][0];
+  EXPECT_EQ(top["function"], "worker");
+  EXPECT_EQ(top["file"], "workload.py");
+  EXPECT_EQ(top["line"], 27);
+  EXPECT_DOUBLE_EQ(top["held_s"].get<double>(), analysis.threads[1].held_by_function[0].seconds);
+  const json& io = doc["threads"][3];
+  ASSERT_EQ(io["released_at"].size(), 1u);
+  EXPECT_EQ(io["released_at"][0]["function"], "Connection.recv");
+  EXPECT_EQ(io["released_at"][0]["line"], 88);
+  EXPECT_GT(io["released_at"][0]["released_s"].get<double>(), 0.0);
+
+  std::vector<std::string> kinds;
+  for (const json& f : doc["findings"]) {
+    kinds.push_back(f["kind"]);
+    EXPECT_TRUE(f.contains("thread") && f.contains("detail") && f.contains("advice") && f["figures"].is_object());
+  }
+  EXPECT_EQ(kinds, (std::vector<std::string>{"gil_bound", "convoy"}));
+  EXPECT_EQ(doc["findings"][1]["thread"], "io");
+  EXPECT_DOUBLE_EQ(doc["findings"][1]["figures"]["wait_p50_ms"].get<double>(), 6.0);
+
+  ASSERT_EQ(doc["markers"].size(), 2u);
+  EXPECT_EQ(doc["markers"][1]["name"], "crunch");
+  EXPECT_EQ(doc["markers"][1]["kind"], "region");
+  EXPECT_EQ(doc["markers"][1]["thread"], "worker-0");
+  EXPECT_DOUBLE_EQ(doc["markers"][1]["start_s"].get<double>(), 0.002);
+  EXPECT_EQ(doc["markers_omitted"], 0);
+
+  EXPECT_EQ(doc["trace"]["slices"], TimelineEventCount(analysis));
+  EXPECT_EQ(doc["trace"]["slices_omitted"], 0);
+}
+
+TEST(ReportJsonWriter, KeepsAHostileThreadNameIntact) {
+  const std::string evil = "</script><img src=x onerror=alert(1)>";
+  std::ostringstream out;
+  const RunTrace run = ConvoyRun(44, evil);
+  JsonWriter(out).Write(run, Analyze(run));
+  const json doc = json::parse(out.str());
+  EXPECT_EQ(doc["threads"][3]["name"], evil);
+  EXPECT_EQ(doc["findings"][1]["thread"], evil);
+}
+
+TEST(ReportTextWriter, OpensWithTheGilTaxSentence) {
+  const RunTrace run = SmallRun();
+  const Analysis a = Analyze(run);
+  const std::string text = Text(run, false, 100);
+  char expected[256];
+  std::snprintf(expected, sizeof expected,
+                "The GIL cost this run %.3f s of thread time waiting; with every thread's Python work in parallel "
+                "it could take ~%.3f s (up to %.1fx faster).",
+                a.gil_tax.waiting_thread_s, a.gil_tax.ideal_wall_s, a.gil_tax.speedup_bound);
+  const std::size_t at = text.find(expected);
+  ASSERT_NE(at, std::string::npos) << text;
+  EXPECT_LT(at, text.find("GILs\n")) << "before the GIL and thread sections";
+  EXPECT_NE(text.find("up to 1.5x faster"), std::string::npos);  // 100 / 68.5 ms
+}
+
+TEST(ReportTextWriter, DrawsTheTimelineOneColumnPerMillisecond) {
+  // Width 125: 22 columns of label, " |", 100 columns of 1 ms each, "|".
+  const std::string text = Text(SmallRun(), false, 125);
+  const std::string gil = LineStartingWith(text, "    GIL 0 ");
+  const std::string a = LineStartingWith(text, "  A MainThread ");
+  const std::string b = LineStartingWith(text, "  B worker-1 ");
+  auto bar = [](const std::string& line) { return line.substr(line.find('|') + 1, 100); };
+  // See SmallRun's diagram: A holds 0..20 and 40..70, waits 30..40, exits
+  // at 90; B waits 5..20 and 80..82, holds 20..38 and 82..100.
+  EXPECT_EQ(bar(a), std::string(20, '#') + std::string(10, ' ') + std::string(10, '.') + std::string(30, '#') +
+                        std::string(30, ' '));
+  EXPECT_EQ(bar(b), std::string(5, ' ') + std::string(15, '.') + std::string(18, '#') + std::string(42, ' ') +
+                        std::string(2, '.') + std::string(18, '#'));
+  EXPECT_EQ(bar(gil), std::string(20, 'A') + std::string(18, 'B') + std::string(2, ' ') + std::string(30, 'A') +
+                          std::string(12, ' ') + std::string(18, 'B'));
+  for (const std::string& line : {gil, a, b}) EXPECT_EQ(line.size(), 125u) << "[" << line << "]";
+}
+
+TEST(ReportTextWriter, TimelineFitsTheGivenWidth) {
+  for (int width : {60, 80, 200}) {
+    const std::string text = Text(ConvoyRun(44), false, width);
+    const std::string row = LineStartingWith(text, "  B worker-0");
+    ASSERT_FALSE(row.empty()) << text;
+    EXPECT_EQ(row.size(), static_cast<std::size_t>(width));
+  }
+  // Narrower than the minimum is drawn at the minimum.
+  const std::string row = LineStartingWith(Text(ConvoyRun(44), false, 10), "  B worker-0");
+  EXPECT_EQ(row.size(), static_cast<std::size_t>(TextWriter::kMinWidth));
+}
+
+TEST(ReportTextWriter, ColourIsOnlyAddedNeverChangesTheText) {
+  const RunTrace run = ConvoyRun(44);
+  const std::string plain = Text(run, false, 100);
+  const std::string colour = Text(run, true, 100);
+  EXPECT_EQ(plain.find('\x1b'), std::string::npos);
+  EXPECT_NE(colour.find("\x1b[1m"), std::string::npos);
+  EXPECT_NE(colour.find("\x1b[32m#"), std::string::npos) << "holding is green";
+  EXPECT_EQ(StripAnsi(colour), plain);
+}
+
+TEST(ReportTextWriter, ListsFindingsAndWhereTheGilWent) {
+  const std::string text = Text(ConvoyRun(44), false, 100);
+  EXPECT_NE(text.find("! gil_bound: GIL 0 was held 100.0% of the run"), std::string::npos) << text;
+  EXPECT_NE(text.find("! convoy: io (1004) gave the GIL up 21 times"), std::string::npos) << text;
+  EXPECT_NE(text.find("    -> A CPU-bound thread keeps the GIL"), std::string::npos) << text;
+  const std::size_t io = text.find("  io (1004)\n");
+  ASSERT_NE(io, std::string::npos) << text;
+  EXPECT_NE(text.find("Connection.recv (client.py:88)", io), std::string::npos) << text;
+  EXPECT_NE(text.find("worker (workload.py:27)"), std::string::npos) << text;
+
+  const std::string quiet = Text(SmallRun(), false, 100);
+  EXPECT_NE(quiet.find("Findings\n  none:"), std::string::npos) << quiet;
+  EXPECT_NE(quiet.find("no Python frames were recorded"), std::string::npos) << quiet;
+}
+
+}  // namespace
+}  // namespace gilscope::report
