@@ -2,7 +2,9 @@
 # gilscope's one entry point for building, demonstrating and testing.
 #
 #   cmake/setup.sh build   install missing Debian packages, configure, build into build/
-#   cmake/setup.sh demo    build, then run the main job
+#   cmake/setup.sh demo    build, then run the main job: the guide suite under gilscope
+#   cmake/setup.sh bench   build, run the microbenchmarks and bench/overhead.py
+#                          (hooks off vs on); leaves build/bench/overhead.json
 #   cmake/setup.sh test    build, then every test through CTest
 #
 # GILSCOPE_PYTHON=/path/to/python3.X picks the CPython to embed (default: the
@@ -47,14 +49,25 @@ case "${1:-}" in
     ;;
   demo)
     build
-    "$build_dir/gilscope" run scripts/workloads/cpu_bound.py -- --threads 2
+    "$build_dir/gilscope" suite --out gilscope-out/suite
     ;;
   test)
     build
     ctest --test-dir "$build_dir" --output-on-failure -j "$jobs"
     ;;
+  bench)
+    # Benchmarks, not tests (CTest never runs them). Extra arguments go to
+    # overhead.py, e.g. `cmake/setup.sh bench --repeat 3`.
+    build
+    mkdir -p "$build_dir/bench"
+    "$build_dir/bench/recorder_bench" --benchmark_repetitions=5 --benchmark_report_aggregates_only=true \
+      --benchmark_out="$build_dir/bench/recorder_bench.json" --benchmark_out_format=json
+    # overhead.py only drives processes: the system python3 will do.
+    /usr/bin/python3 bench/overhead.py --build "$build_dir" \
+      --bench-json "$build_dir/bench/recorder_bench.json" "${@:2}"
+    ;;
   *)
-    echo "usage: cmake/setup.sh build|demo|test" >&2
+    echo "usage: cmake/setup.sh build|demo|test|bench" >&2
     exit 2
     ;;
 esac

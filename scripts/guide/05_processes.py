@@ -1,5 +1,5 @@
 # gilscope: title = Processes with multiprocessing
-# gilscope: lesson = each child process has its own interpreter and its own GIL; forked children are traced as other pids, and the parent's GIL is idle while it waits in join()
+# gilscope: lesson = each child has its own GIL, shown as one more GIL with its own pid; the parent holds its GIL while it forks each child and releases it while it waits in join()
 # gilscope: expect = ok
 # gilscope: timeout = 60
 # gilscope: modes = main, threads, processes

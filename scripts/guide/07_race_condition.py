@@ -1,5 +1,5 @@
 # gilscope: title = A race condition, and the Lock that fixes it
-# gilscope: lesson = with the switch interval at 1 microsecond the GIL changes hands at almost every chance (compare the switch count with 01); the racer threads lose updates, the locked-racer threads none
+# gilscope: lesson = with the switch interval at 1 microsecond the racers swap the GIL far more often than 01's threads (compare the switch counts), mostly by forced releases; racer threads lose updates, locked-racer threads none
 # gilscope: expect = ok
 # gilscope: timeout = 60
 # gilscope: modes = main, threads, subinterpreters, shared-subinterpreters, processes
@@ -12,14 +12,15 @@ thread's updates made meanwhile are overwritten: lost.  CPython only
 switches at certain points (function entries, loop back-edges, after some
 calls), so the call to add_one() between the read and the write is what
 opens the window, and the script lowers the switch interval from 5 ms to
-1 microsecond (sys.setswitchinterval, restored after) so that the threads
-swap the GIL at almost every such point instead of every 5 ms.
+1 microsecond (sys.setswitchinterval, restored after): a thread waiting for
+the GIL then asks for it after 1 microsecond instead of 5 ms, so the
+threads swap it many times more often.
 
 Two details make the loss reliable rather than likely.  The racers spin
 until both are running, so one cannot finish before the other starts.  And
 add_one() does a little work of random length: with a fixed amount, the
-two threads settle into a lock-step whose phase decides, once and for all,
-whether every update or none is lost.
+two threads can fall into step, and a run then loses about half of the
+updates or none at all.
 
 The racer threads then lose thousands of updates, but how many is luck, so
 that count is printed, not checked.  The locked-racer threads do the same

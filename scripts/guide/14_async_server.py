@@ -1,5 +1,5 @@
 # gilscope: title = An asyncio echo server with concurrent clients
-# gilscope: lesson = server and 20 clients are coroutines in one thread: the GIL is held in short bursts per message and released while the event loop waits on its sockets; there is no second thread to hand it to
+# gilscope: lesson = server and 20 clients are coroutines in one thread: no switches and no GIL waits at all; the loop releases the GIL only briefly around each select(), as loopback replies come back at once
 # gilscope: expect = ok
 # gilscope: timeout = 30
 # gilscope: modes = main, threads, subinterpreters, shared-subinterpreters, processes

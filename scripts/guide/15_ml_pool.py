@@ -1,5 +1,5 @@
 # gilscope: title = Training models in parallel with multiprocessing.Pool
-# gilscope: lesson = the parent's GIL is nearly idle while it waits for results; the training runs in the pool's worker processes, each with its own GIL, busy the whole time (forked workers show up as other pids)
+# gilscope: lesson = the parent makes the data and forks two workers, then mostly waits; each worker process has a GIL of its own (another pid) that it holds while it trains, and the pool's helper threads in the parent barely touch the parent's GIL
 # gilscope: expect = ok
 # gilscope: timeout = 60
 # gilscope: modes = main, processes

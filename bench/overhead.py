@@ -1,0 +1,444 @@
+#!/usr/bin/env python3
+"""What gilscope's hooks cost a whole run: each workload with and without them.
+
+For every case this runs
+
+    BUILD/gilscope run SCRIPT --out TMP [--no-hooks] -- ARGS
+
+R times with the hooks off and R times with them on (--repeat, default 7),
+alternating, and compares the medians.  --no-hooks is the same host, the same
+interposed pthread functions and the same drain thread, with no GIL watched:
+the difference is exactly the recording.
+
+What is compared (the `ratio` of each case, on / off):
+
+  cpu_bound, release_heavy (CPU-bound programs): the CPU time the program's
+    process used -- all its threads, so gilscope's drain thread too.  When the
+    workload prints its own loop CPU time (cpu=...s, release_heavy does) that
+    is used; otherwise the whole process's (user + system, from wait4), which
+    adds interpreter start-up and report writing, about 0.06 s for a few
+    thousand events, to a run of seconds.
+  io_bound, convoy (latency-bound programs, idle most of the time): the
+    workload's own wall time (wall=...s), for convoy the time per round trip
+    (1 / the printed rate, as it runs for a fixed time).
+
+Why CPU time for the CPU-bound cases: this machine is shared and has 2 cores;
+when other jobs hold them, a CPU-bound run gets a varying share of a core and
+its wall time varies by tens of percent from one run to the next (measured:
+off 2.4 s, 2.8 s, 3.7 s in a row), which hides a 3% effect at any number of
+repeats.  The CPU time it consumed hardly moves with the load (2.14 s,
+2.06 s, 1.90 s for the same runs), and for a program that never sleeps it is
+what the hooks add to: the recording thread's extra instructions and the
+drain thread's copying.  What CPU time cannot show is a thread kept waiting
+longer -- which is why the latency-bound cases, where that is the whole
+effect, use wall time, and why every case also reports the other figures:
+wall_* (the workload's own wall time), cpu_* and process_* (the whole
+process's wall time, start-up and report writing included).
+
+Why the workload's own figures rather than the process's: interpreter
+start-up varies from run to run, and report writing happens after the program
+has finished (for a million-event run it takes longer than the run itself):
+neither is overhead the observed program suffers.
+
+Noise control: one off and one on run first, thrown away (page cache); then
+the runs go in ABBA order (off, on, on, off, ...), which cancels a load that
+drifts linearly; each mode's figure is the median of its R runs.
+ratio_paired, the median of the R ratios of neighbouring runs, is given too.
+
+Also reads the microbenchmarks' JSON (bench/recorder_bench.cc, Google
+Benchmark --benchmark_format=json): recorder_ns_per_event is BM_Record with
+one producer thread.
+
+Writes BUILD/bench/overhead.json and prints a table.  Needs only the Python
+standard library: run it with /usr/bin/python3 or the embedded CPython.
+"""
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCHEMA_VERSION = 1
+DEFAULT_REPEAT = 7
+RUN_TIMEOUT_S = 600
+
+WALL = re.compile(r"\bwall=([0-9.]+)s\b")
+LOOP_CPU = re.compile(r"\bcpu=([0-9.]+)s\b")
+CONVOY_RATE = re.compile(r"\bwith_cpu=([0-9.]+) rt/s\b")
+
+
+def last_float(pattern, output):
+    found = pattern.findall(output)
+    return float(found[-1]) if found else None
+
+
+def loop_wall(output):
+    """The workload's own loop wall time (its last wall=...s)."""
+    return last_float(WALL, output)
+
+
+def seconds_per_round_trip(output):
+    """convoy: seconds per round trip while the cpu thread runs."""
+    found = CONVOY_RATE.search(output)
+    if not found or float(found.group(1)) <= 0:
+        return None
+    return 1.0 / float(found.group(1))
+
+
+class Case:
+    def __init__(self, name, script, args, primary, read_wall, wall_metric):
+        self.name = name
+        self.script = script
+        self.args = args
+        self.primary = primary          # "cpu" or "wall"
+        self.read_wall = read_wall      # output -> the workload's wall figure
+        self.wall_metric = wall_metric  # what that figure is
+
+
+CASES = [
+    Case("cpu_bound", "scripts/workloads/cpu_bound.py", ["--threads", "4"], "cpu",
+         loop_wall, "workload loop wall time (s)"),
+    Case("release_heavy", "scripts/workloads/release_heavy.py", [], "cpu",
+         loop_wall, "workload loop wall time (s)"),
+    Case("io_bound", "scripts/workloads/io_bound.py", [], "wall",
+         loop_wall, "workload loop wall time (s)"),
+    Case("convoy", "scripts/workloads/convoy.py", [], "wall",
+         seconds_per_round_trip, "seconds per round trip (1 / rt/s)"),
+]
+
+
+class RunFailed(RuntimeError):
+    pass
+
+
+def run_once(gilscope, case, out_dir, hooks):
+    """One gilscope run: its figures and event counts."""
+    cmd = [gilscope, "run", case.script, "--out", out_dir]
+    if not hooks:
+        cmd.append("--no-hooks")
+    cmd += ["--", *case.args]
+    start = time.perf_counter()
+    try:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    except OSError as e:
+        raise RunFailed(f"cannot run {cmd[0]}: {e}") from e
+    try:
+        stdout, stderr = proc.communicate(timeout=RUN_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        raise RunFailed(f"{' '.join(cmd)} took more than {RUN_TIMEOUT_S} s")
+    # communicate() has reaped the child; its rusage is in our children's total.
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RunFailed(f"{' '.join(cmd)} exited with {proc.returncode}:\n{stdout[-2000:]}{stderr[-2000:]}")
+    return wall, stdout
+
+
+def measure_run(gilscope, case, out_dir, hooks):
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    process_wall, output = run_once(gilscope, case, out_dir, hooks)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    process_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+    wall = case.read_wall(output)
+    if wall is None:
+        raise RunFailed(f"{case.name}: no figure in the output of {case.script}:\n{output[-2000:]}")
+    loop_cpu = last_float(LOOP_CPU, output)
+    recorded = dropped = None
+    try:
+        with open(os.path.join(out_dir, "report.json"), encoding="utf-8") as f:
+            events = json.load(f).get("events", {})
+        recorded, dropped = events.get("recorded"), events.get("dropped")
+    except (OSError, ValueError):
+        pass
+    shutil.rmtree(out_dir, ignore_errors=True)  # trace.json can be hundreds of MB
+    return {
+        "wall": wall,
+        "cpu": loop_cpu if loop_cpu is not None else process_cpu,
+        "cpu_source": "loop" if loop_cpu is not None else "process",
+        "process_wall": process_wall,
+        "recorded": recorded,
+        "dropped": dropped,
+    }
+
+
+def median(values):
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def ratio(on, off):
+    return on / off if on is not None and off else None
+
+
+def measure_case(gilscope, case, repeat, scratch, log):
+    out_dir = os.path.join(scratch, case.name)
+    runs = {False: [], True: []}
+    primary = case.primary
+
+    measure_run(gilscope, case, out_dir, False)  # warm-up, thrown away
+    measure_run(gilscope, case, out_dir, True)
+    pairs = []
+    for i in range(repeat):
+        order = (False, True) if i % 2 == 0 else (True, False)  # ABBA
+        pair = {}
+        for hooks in order:
+            pair[hooks] = measure_run(gilscope, case, out_dir, hooks)
+            runs[hooks].append(pair[hooks])
+        pairs.append(pair[True][primary] / pair[False][primary])
+        log(f"  {case.name} {i + 1}/{repeat}: off/on wall {pair[False]['wall']:.4g}/{pair[True]['wall']:.4g}"
+            f"  cpu {pair[False]['cpu']:.4g}/{pair[True]['cpu']:.4g}")
+
+    def med(hooks, key):
+        return median(r[key] for r in runs[hooks])
+
+    result = {
+        "name": case.name,
+        "ratio": ratio(med(True, primary), med(False, primary)),
+        "off_s": med(False, primary),
+        "on_s": med(True, primary),
+        "runs": repeat,
+        "metric": case.wall_metric if primary == "wall" else (
+            "CPU time of the workload loop (s)" if runs[False][0]["cpu_source"] == "loop"
+            else "CPU time of the whole process (s)"),
+        "ratio_paired": median(pairs),
+        "off_all": [r[primary] for r in runs[False]],
+        "on_all": [r[primary] for r in runs[True]],
+        "script": case.script,
+        "args": case.args,
+        "wall_metric": case.wall_metric,
+        "wall_off_s": med(False, "wall"),
+        "wall_on_s": med(True, "wall"),
+        "wall_ratio": ratio(med(True, "wall"), med(False, "wall")),
+        "cpu_source": runs[False][0]["cpu_source"],
+        "cpu_off_s": med(False, "cpu"),
+        "cpu_on_s": med(True, "cpu"),
+        "cpu_ratio": ratio(med(True, "cpu"), med(False, "cpu")),
+        "process_off_s": med(False, "process_wall"),
+        "process_on_s": med(True, "process_wall"),
+        "process_ratio": ratio(med(True, "process_wall"), med(False, "process_wall")),
+        "events_on": med(True, "recorded"),
+        "dropped_on_max": max((r["dropped"] for r in runs[True] if r["dropped"] is not None), default=None),
+    }
+    return result
+
+
+# --- Microbenchmarks --------------------------------------------------------
+
+def load_benchmarks(bench_json, bench_exe, log):
+    """Google Benchmark JSON: from a file, or by running (a) only."""
+    if bench_json:
+        with open(bench_json, encoding="utf-8") as f:
+            return json.load(f)
+    if os.access(bench_exe, os.X_OK):
+        log(f"running {bench_exe} (BM_Record only)")
+        proc = subprocess.run([bench_exe, "--benchmark_filter=^BM_Record/threads:1$",
+                               "--benchmark_format=json"],
+                              stdout=subprocess.PIPE, text=True, check=True)
+        return json.loads(proc.stdout)
+    return None
+
+
+def benchmark_runs(data):
+    """{run_name: [entries]}: the single runs, or the median when repeated
+    with aggregates only."""
+    runs, medians = {}, {}
+    for b in (data or {}).get("benchmarks", []):
+        name = b.get("run_name", b["name"])
+        if b.get("run_type") == "aggregate":
+            if b.get("aggregate_name") == "median":
+                medians[name] = b
+        else:
+            runs.setdefault(name, []).append(b)
+    for name, b in medians.items():
+        runs.setdefault(name, [b])
+    return runs
+
+
+def ns_per_iteration(entry):
+    """CPU nanoseconds per iteration: the work the benchmark's thread did,
+    not the time it waited for a core on a loaded machine (see
+    recorder_bench.cc; with threads:2 it is per thread too)."""
+    unit = {"ns": 1.0, "us": 1e3, "ms": 1e6, "s": 1e9}[entry.get("time_unit", "ns")]
+    return entry["cpu_time"] * unit
+
+
+def microbench_summary(data):
+    """The figures overhead.json keeps, in nanoseconds."""
+    runs = benchmark_runs(data)
+
+    def median_of(name):
+        entries = runs.get(name)
+        return statistics.median(ns_per_iteration(e) for e in entries) if entries else None
+
+    out = {}
+    # One event per iteration.
+    for key, name in [("record_1_thread", "BM_Record/threads:1"),
+                      ("record_2_threads", "BM_Record/threads:2"),
+                      ("record_with_clock", "BM_RecordWithClock"),
+                      ("record_with_rdtsc", "BM_RecordWithRdtsc")]:
+        per_event = median_of(name)
+        if per_event is not None:
+            out[key + "_ns_per_event"] = per_event
+            out[key + "_dropped"] = max(e.get("dropped", 0) for e in runs[name])
+    for key, name in [("clock_monotonic_ns", "BM_Clock/monotonic"),
+                      ("clock_rdtsc_ns", "BM_Clock/rdtsc"),
+                      ("clock_rdtscp_ns", "BM_Clock/rdtscp"),
+                      ("clock_lfence_rdtsc_ns", "BM_Clock/lfence_rdtsc"),
+                      ("clock_rdtsc_to_ns_ns", "BM_Clock/rdtsc_ns"),
+                      ("find_miss_ns", "BM_FindMiss"),
+                      ("mutex_pair_glibc_ns", "BM_MutexPair/glibc"),
+                      ("mutex_pair_interposed_ns", "BM_MutexPair/interposed"),
+                      ("cond_signal_glibc_ns", "BM_CondSignal/glibc"),
+                      ("cond_signal_interposed_ns", "BM_CondSignal/interposed")]:
+        value = median_of(name)
+        if value is not None:
+            out[key] = value
+    if "mutex_pair_glibc_ns" in out and "mutex_pair_interposed_ns" in out:
+        out["mutex_pair_overhead_ns"] = out["mutex_pair_interposed_ns"] - out["mutex_pair_glibc_ns"]
+    for name, entries in runs.items():
+        if name.startswith("BM_NoDrop/"):
+            # Every run must keep everything: report the worst one whole.
+            worst = max(entries, key=lambda e: e.get("dropped", 0))
+            out["no_drop"] = {
+                "benchmark": name,
+                "runs": len(entries),
+                "runs_with_drops": sum(1 for e in entries if e.get("dropped", 0) > 0),
+                "target_events_per_s": worst.get("target_events_per_s"),
+                "events_per_s": worst.get("events_per_s"),
+                "events": worst.get("events"),
+                "dropped": worst.get("dropped"),
+            }
+    return out
+
+
+# --- Main -------------------------------------------------------------------
+
+def gilscope_python_version(gilscope):
+    proc = subprocess.run([gilscope, "--version"], stdout=subprocess.PIPE, text=True, check=False)
+    found = re.search(r"CPython ([0-9][^) ]*)", proc.stdout)
+    return found.group(1) if found else None
+
+
+def fmt(x, digits=3):
+    return "-" if x is None else f"{x:.{digits}f}"
+
+
+def print_table(result, out=sys.stdout):
+    print(f"gilscope overhead: CPython {result['python']}, {result['machine']} cores, load average "
+          f"{result['load_average'][0]:.1f}, median of {result['repeat']} runs per mode (ABBA order)", file=out)
+    print(f"{'case':<14} {'hooks off':>10} {'hooks on':>10} {'ratio':>6} {'paired':>7}   "
+          f"{'wall ratio':>10} {'cpu ratio':>9} {'dropped':>8}  figure", file=out)
+    for c in result["cases"]:
+        dropped = "-" if c["dropped_on_max"] is None else str(c["dropped_on_max"])
+        print(f"{c['name']:<14} {fmt(c['off_s'], 4):>10} {fmt(c['on_s'], 4):>10} {fmt(c['ratio']):>6} "
+              f"{fmt(c['ratio_paired']):>7}   {fmt(c['wall_ratio']):>10} {fmt(c['cpu_ratio']):>9} "
+              f"{dropped:>8}  {c['metric']}", file=out)
+    micro = result.get("microbench") or {}
+    if result.get("recorder_ns_per_event") is not None:
+        line = f"recorder: Record() {result['recorder_ns_per_event']:.2f} ns/event (1 producer)"
+        if micro.get("record_2_threads_ns_per_event") is not None:
+            line += f", {micro['record_2_threads_ns_per_event']:.2f} ns/event per thread with 2"
+        if micro.get("record_with_clock_ns_per_event") is not None:
+            line += f"; with its CLOCK_MONOTONIC stamp {micro['record_with_clock_ns_per_event']:.2f} ns"
+        print(line, file=out)
+    if "clock_monotonic_ns" in micro:
+        print(f"clock: CLOCK_MONOTONIC {micro['clock_monotonic_ns']:.2f} ns, rdtsc "
+              f"{fmt(micro.get('clock_rdtsc_ns'), 2)} ns, lfence+rdtsc {fmt(micro.get('clock_lfence_rdtsc_ns'), 2)} ns",
+              file=out)
+    if "mutex_pair_overhead_ns" in micro:
+        print(f"hooks: Find() miss {fmt(micro.get('find_miss_ns'), 2)} ns; unwatched mutex lock+unlock "
+              f"{micro['mutex_pair_glibc_ns']:.2f} ns glibc, {micro['mutex_pair_interposed_ns']:.2f} ns "
+              f"interposed ({micro['mutex_pair_overhead_ns']:+.2f} ns)", file=out)
+    nd = micro.get("no_drop")
+    if nd:
+        verdict = "no drop" if not nd.get("dropped") else "DROPPED EVENTS"
+        print(f"no-drop check ({nd['runs']} runs, worst shown): {fmt(nd.get('events_per_s'), 0)} events/s "
+              f"(target {fmt(nd.get('target_events_per_s'), 0)}), {fmt(nd.get('events'), 0)} kept, "
+              f"{fmt(nd.get('dropped'), 0)} dropped: {verdict}", file=out)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--build", default=os.environ.get("GILSCOPE_BUILD_DIR") or "build",
+                        help="build folder holding gilscope (default: $GILSCOPE_BUILD_DIR or build)")
+    parser.add_argument("--repeat", type=int, default=DEFAULT_REPEAT,
+                        help="runs of each case in each mode (default %(default)s)")
+    parser.add_argument("--cases", default=",".join(c.name for c in CASES),
+                        help="comma-separated cases to run (default: all)")
+    parser.add_argument("--bench-json", help="recorder_bench --benchmark_format=json output to read "
+                                             "(default: run BUILD/bench/recorder_bench for BM_Record)")
+    parser.add_argument("--out", help="where to write the JSON (default BUILD/bench/overhead.json)")
+    parser.add_argument("--quiet", action="store_true", help="no per-run progress on stderr")
+    args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be >= 1")
+
+    build = args.build if os.path.isabs(args.build) else os.path.join(ROOT, args.build)
+    gilscope = os.path.join(build, "gilscope")
+    if not os.access(gilscope, os.X_OK):
+        parser.error(f"{gilscope} is missing: build first (cmake/setup.sh build)")
+    wanted = [n for n in args.cases.split(",") if n]
+    unknown = sorted(set(wanted) - {c.name for c in CASES})
+    if unknown:
+        parser.error(f"unknown case(s): {', '.join(unknown)}")
+    out_path = os.path.abspath(args.out or os.path.join(build, "bench", "overhead.json"))
+
+    def log(msg):
+        if not args.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "cases": [],
+        "recorder_ns_per_event": None,
+        "python": gilscope_python_version(gilscope),
+        "machine": os.cpu_count(),
+        "repeat": args.repeat,
+        "load_average": None,
+    }
+    scratch = tempfile.mkdtemp(prefix="gilscope-overhead-")
+    try:
+        for case in CASES:
+            if case.name in wanted:
+                log(f"{case.name}: {case.script} {' '.join(case.args)}")
+                result["cases"].append(measure_case(gilscope, case, args.repeat, scratch, log))
+    except RunFailed as e:
+        print(f"overhead.py: {e}", file=sys.stderr)
+        return 1
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    result["load_average"] = list(os.getloadavg())
+
+    try:
+        data = load_benchmarks(args.bench_json, os.path.join(build, "bench", "recorder_bench"), log)
+    except (OSError, ValueError, subprocess.CalledProcessError) as e:
+        print(f"overhead.py: cannot read the microbenchmarks: {e}", file=sys.stderr)
+        data = None
+    if data is not None:
+        micro = microbench_summary(data)
+        result["microbench"] = micro
+        result["recorder_ns_per_event"] = micro.get("record_1_thread_ns_per_event")
+
+    os.makedirs(os.path.dirname(out_path), exist_ok=True)
+    tmp = out_path + ".tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(result, f, indent=2)
+        f.write("\n")
+    os.replace(tmp, out_path)
+    print_table(result)
+    print(f"written to {out_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

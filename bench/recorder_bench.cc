@@ -1,0 +1,378 @@
+// Microbenchmarks of gilscope's hot path: what recording one GIL event costs
+// the thread that makes it, and what the interposed pthread functions cost
+// every call that is not about a GIL.
+//
+//   BM_Record              recorder::Record() with a ready time stamp, one
+//                          producer thread, a Collector draining in the
+//                          background: CPU ns/event is the recorder's cost.
+//   BM_Record/threads:2    the same with two producer threads at once (each
+//                          has its own ring; shared cache lines would show).
+//   BM_RecordWithClock     Record(NowNs()): one event as the hooks emit it.
+//   BM_RecordWithRdtsc     Record(__rdtsc()): the same with a TSC stamp.
+//   BM_Clock/...           the time stamp alone: CLOCK_MONOTONIC (NowNs, what
+//                          the recorder uses), rdtsc, rdtscp, lfence+rdtsc,
+//                          rdtsc scaled to ns.
+//   BM_FindMiss            hooks::Find() on an address that is no GIL's: the
+//                          whole extra cost of every hooked call in a run.
+//   BM_MutexPair/...       pthread_mutex_lock + unlock on an unwatched mutex,
+//                          glibc's own lock vs gilscope's interposed one,
+//                          both called through a pointer as libpython's PLT does.
+//   BM_CondSignal/...      the same for pthread_cond_signal (no waiter).
+//   BM_NoDrop              one producer paced at a fixed event rate (default
+//                          6.6 M events/s) for a fixed time while a Collector
+//                          drains at the runner's period: `dropped` must be 0.
+//
+// Figures are per iteration, and every Record iteration writes one event. The
+// CPU column is the cost: the time the producing thread itself spent per event
+// (with 2 threads too: Google Benchmark sums both threads' CPU time and both
+// threads' iterations). The Time column is wall time; on a loaded machine it
+// includes the time the thread waited for a core, and with threads:2 it is
+// the mean thread wall time divided by the iterations of both threads.
+//
+// The executable links gilscope::hooks whole and exports its symbols, exactly
+// like the gilscope executable, so the interposers are the process's
+// pthread_mutex_lock & co. No GIL is watched, so they only forward.
+//
+// Benchmarks report figures, they assert nothing: bench/overhead.py reads the
+// JSON output (--benchmark_format=json) into build/bench/overhead.json.
+#include <benchmark/benchmark.h>
+#include <dlfcn.h>
+#include <pthread.h>
+
+#include <barrier>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <memory>
+#include <optional>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#define GILSCOPE_BENCH_HAVE_TSC 1
+#endif
+
+#include "hooks/gil_watch.h"
+#include "recorder/arena.h"
+#include "recorder/clock.h"
+#include "recorder/collector.h"
+#include "recorder/event.h"
+#include "recorder/producer.h"
+
+namespace gilscope::bench {
+namespace {
+
+using recorder::EventKind;
+
+// Events each producer thread writes between two drain recyclings. Half a
+// ring: even if the drain thread never got a core, a batch fits, so Record()
+// never finds the ring full and the loop measures the normal path only.
+constexpr std::uint64_t kBatch = 1u << 16;
+// The drain period while Record() is measured: short enough that the drain
+// really runs during a batch (a batch lasts about a millisecond), so the
+// producer pays for sharing its ring's cache lines with a live consumer.
+constexpr std::chrono::microseconds kBenchDrainPeriod{50};
+
+// The process's one arena, with the runner's ring size. Never unmapped:
+// slots are never freed, and a benchmark thread that exits records its
+// kThreadExit into its slot after the benchmark function has returned.
+recorder::Arena* g_arena = nullptr;
+
+// A Collector draining the arena in the background, whose history is thrown
+// away every kBatch events per thread. Without that the drained events would
+// pile up (16 bytes each, hundreds of millions per benchmark).
+// Created by benchmark thread 0 before the timed loop; Google Benchmark's
+// start barrier publishes it to the other threads.
+class BackgroundDrain {
+ public:
+  explicit BackgroundDrain(int threads) : barrier_(threads) {
+    collector_.emplace(*g_arena);
+    collector_->Start(kBenchDrainPeriod);
+  }
+  ~BackgroundDrain() { collector_->Stop(); }
+  BackgroundDrain(const BackgroundDrain&) = delete;
+  BackgroundDrain& operator=(const BackgroundDrain&) = delete;
+
+  // Every producer thread calls this after each batch, timers paused. Thread
+  // 0 stops the drain (which copies out what is left), discards the history
+  // and starts a fresh Collector (Take() is once per Collector) while the
+  // others wait, so no thread records while the drain changes hands.
+  void Recycle(bool leader) {
+    barrier_.arrive_and_wait();
+    if (leader) {
+      collector_->Stop();
+      collector_->Take();
+      collector_.emplace(*g_arena);
+      collector_->Start(kBenchDrainPeriod);
+    }
+    barrier_.arrive_and_wait();
+  }
+
+ private:
+  std::barrier<> barrier_;
+  std::optional<recorder::Collector> collector_;
+};
+
+BackgroundDrain* g_drain = nullptr;
+
+// The calling thread's ring counters (its slot's head and dropped).
+struct SlotCounters {
+  std::uint64_t written = 0;
+  std::uint64_t dropped = 0;
+};
+
+SlotCounters ReadSlotCounters() {
+  const recorder::SlotHeader* slot = recorder::internal::t_producer.slot;
+  if (slot == nullptr) {
+    // Cannot happen with 1024 slots; a loop without a ring would measure the
+    // no-slot path, so stop rather than report a wrong figure.
+    std::fprintf(stderr, "recorder_bench: this thread has no recorder slot\n");
+    std::abort();
+  }
+  return {slot->head.load(std::memory_order_relaxed), slot->dropped.load(std::memory_order_relaxed)};
+}
+
+// The loop shared by the Record benchmarks: `record(i)` writes one event.
+template <typename RecordOne>
+void RecordLoop(benchmark::State& state, RecordOne record) {
+  const bool leader = state.thread_index() == 0;
+  if (leader) g_drain = new BackgroundDrain(state.threads());
+  // Claims this thread's slot outside the timed loop.
+  recorder::Record(EventKind::kReleased, 0, 0, 0);
+  const SlotCounters before = ReadSlotCounters();
+
+  std::uint64_t i = 0;
+  for (auto _ : state) {
+    record(i);
+    if (++i % kBatch == 0) [[unlikely]] {
+      state.PauseTiming();
+      g_drain->Recycle(leader);
+      state.ResumeTiming();
+    }
+  }
+
+  const SlotCounters after = ReadSlotCounters();
+  // Summed over threads: all must be 0 / all iterations.
+  state.counters["dropped"] = static_cast<double>(after.dropped - before.dropped);
+  state.counters["events"] = static_cast<double>(after.written - before.written);
+  // Every thread has left the loop (its end is a barrier): the drain may go.
+  if (leader) {
+    delete g_drain;
+    g_drain = nullptr;
+  }
+}
+
+void BM_Record(benchmark::State& state) {
+  RecordLoop(state, [](std::uint64_t i) { recorder::Record(EventKind::kReleased, 0, 0, i); });
+}
+BENCHMARK(BM_Record)->Threads(1)->Threads(2);
+
+void BM_RecordWithClock(benchmark::State& state) {
+  RecordLoop(state, [](std::uint64_t) { recorder::Record(EventKind::kReleased, 0, 0, recorder::NowNs()); });
+}
+BENCHMARK(BM_RecordWithClock);
+
+#ifdef GILSCOPE_BENCH_HAVE_TSC
+void BM_RecordWithRdtsc(benchmark::State& state) {
+  RecordLoop(state, [](std::uint64_t) { recorder::Record(EventKind::kReleased, 0, 0, __rdtsc()); });
+}
+BENCHMARK(BM_RecordWithRdtsc);
+#endif
+
+// --- Time stamps ---------------------------------------------------------
+
+void BM_Clock_Monotonic(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(recorder::NowNs());
+}
+BENCHMARK(BM_Clock_Monotonic)->Name("BM_Clock/monotonic");
+
+#ifdef GILSCOPE_BENCH_HAVE_TSC
+void BM_Clock_Rdtsc(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(__rdtsc());
+}
+BENCHMARK(BM_Clock_Rdtsc)->Name("BM_Clock/rdtsc");
+
+void BM_Clock_Rdtscp(benchmark::State& state) {
+  unsigned aux = 0;
+  for (auto _ : state) benchmark::DoNotOptimize(__rdtscp(&aux));
+}
+BENCHMARK(BM_Clock_Rdtscp)->Name("BM_Clock/rdtscp");
+
+// lfence; rdtsc: the TSC read ordered after every earlier instruction, which
+// a GIL clock needs (a stamp taken after a lock must not be read before it).
+void BM_Clock_LfenceRdtsc(benchmark::State& state) {
+  for (auto _ : state) {
+    _mm_lfence();
+    benchmark::DoNotOptimize(__rdtsc());
+  }
+}
+BENCHMARK(BM_Clock_LfenceRdtsc)->Name("BM_Clock/lfence_rdtsc");
+
+// rdtsc turned into nanoseconds by a multiply and a shift, the way a TSC
+// clock would have to (calibrated here against CLOCK_MONOTONIC over ~20 ms).
+void BM_Clock_RdtscNs(benchmark::State& state) {
+  const std::uint64_t ns0 = recorder::NowNs();
+  const std::uint64_t tsc0 = __rdtsc();
+  while (recorder::NowNs() - ns0 < 20'000'000) {
+  }
+  const std::uint64_t ns1 = recorder::NowNs();
+  const std::uint64_t tsc1 = __rdtsc();
+  // ns per tick in 32.32 fixed point.
+  const auto mult = static_cast<std::uint64_t>(static_cast<double>(ns1 - ns0) / static_cast<double>(tsc1 - tsc0) *
+                                               4294967296.0);
+  for (auto _ : state) {
+    const auto ticks = static_cast<unsigned __int128>(__rdtsc() - tsc0);
+    benchmark::DoNotOptimize(ns0 + static_cast<std::uint64_t>((ticks * mult) >> 32));
+  }
+  state.counters["tsc_mhz"] = static_cast<double>(tsc1 - tsc0) / static_cast<double>(ns1 - ns0) * 1e3;
+}
+BENCHMARK(BM_Clock_RdtscNs)->Name("BM_Clock/rdtsc_ns");
+#endif
+
+// --- The interposed pthread functions on objects that are no GIL's -------
+
+void BM_FindMiss(benchmark::State& state) {
+  pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+  if (hooks::Find(&mutex) != nullptr) {
+    state.SkipWithError("the mutex's address is watched");
+    return;
+  }
+  for (auto _ : state) {
+    const void* object = &mutex;
+    // The address is "unknown" each time: Find hashes and loads for real.
+    benchmark::DoNotOptimize(object);
+    benchmark::DoNotOptimize(hooks::Find(object));
+  }
+}
+BENCHMARK(BM_FindMiss);
+
+using MutexLockFn = int (*)(pthread_mutex_t*);
+using CondSignalFn = int (*)(pthread_cond_t*);
+
+// Resolved in main(). `interposed` is what libpython binds to (the default
+// lookup finds the executable's definition first); `glibc` is the next one.
+MutexLockFn g_interposed_lock = nullptr;
+MutexLockFn g_glibc_lock = nullptr;
+CondSignalFn g_interposed_signal = nullptr;
+CondSignalFn g_glibc_signal = nullptr;
+
+void BM_MutexPair(benchmark::State& state, const MutexLockFn* lock) {
+  pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
+  const MutexLockFn fn = *lock;
+  for (auto _ : state) {
+    fn(&mutex);
+    pthread_mutex_unlock(&mutex);  // not interposed: glibc's in both cases
+  }
+}
+BENCHMARK_CAPTURE(BM_MutexPair, glibc, &g_glibc_lock);
+BENCHMARK_CAPTURE(BM_MutexPair, interposed, &g_interposed_lock);
+
+void BM_CondSignal(benchmark::State& state, const CondSignalFn* signal) {
+  pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+  const CondSignalFn fn = *signal;
+  for (auto _ : state) fn(&cond);
+}
+BENCHMARK_CAPTURE(BM_CondSignal, glibc, &g_glibc_signal);
+BENCHMARK_CAPTURE(BM_CondSignal, interposed, &g_interposed_signal);
+
+// --- No drop at a release-heavy event rate -------------------------------
+
+// One producer writes at range(0) events/s for range(1) ms while a Collector
+// drains with the runner's default period and keeps everything, as in a run.
+// Each event is stamped with NowNs() and the producer spins on it until the
+// event is due. A thread that was descheduled does not catch up in a burst
+// (a CPython thread makes no GIL calls while it is off its core): when it is
+// more than kMaxLagNs late it starts its schedule again from now, so the rate
+// never exceeds the target; events_per_s says what it achieved.
+void BM_NoDrop(benchmark::State& state) {
+  constexpr std::uint64_t kMaxLagNs = 100'000;
+  const double rate = static_cast<double>(state.range(0));
+  const auto duration_ns = static_cast<std::uint64_t>(state.range(1)) * 1'000'000u;
+  const double interval_ns = 1e9 / rate;
+
+  recorder::Record(EventKind::kReleased, 0, 0, 0);  // claims the slot
+  recorder::Collector collector(*g_arena);
+  collector.Start();  // the runner's period
+  const SlotCounters before = ReadSlotCounters();
+  std::uint64_t attempted = 0;
+  std::uint64_t elapsed_ns = 0;
+  std::uint64_t restarts = 0;
+  for (auto _ : state) {
+    const std::uint64_t start = recorder::NowNs();
+    std::uint64_t origin = start;  // when event 0 of the current schedule was due
+    std::uint64_t i = 0;
+    for (;; ++i) {
+      const std::uint64_t due = origin + static_cast<std::uint64_t>(static_cast<double>(i) * interval_ns);
+      std::uint64_t now = recorder::NowNs();
+      while (now < due) now = recorder::NowNs();
+      if (now - start >= duration_ns) {
+        elapsed_ns = now - start;
+        break;
+      }
+      if (now - due > kMaxLagNs) {
+        origin = now;
+        i = 0;
+        ++restarts;
+      }
+      recorder::Record(EventKind::kReleased, 0, 0, now);
+      ++attempted;
+    }
+  }
+  collector.Stop();
+  const SlotCounters after = ReadSlotCounters();
+  state.counters["events"] = static_cast<double>(after.written - before.written);
+  state.counters["dropped"] = static_cast<double>(after.dropped - before.dropped);
+  state.counters["target_events_per_s"] = rate;
+  state.counters["events_per_s"] = static_cast<double>(attempted) / (static_cast<double>(elapsed_ns) / 1e9);
+  state.counters["late_restarts"] = static_cast<double>(restarts);
+  state.SetLabel(after.dropped == before.dropped ? "no drop" : "DROPPED EVENTS");
+}
+BENCHMARK(BM_NoDrop)
+    ->ArgNames({"events_per_s", "ms"})
+    ->Args({6'600'000, 1000})
+    ->Iterations(1)
+    // Each run must keep everything: report every run, not their median.
+    ->Repetitions(3)
+    ->ReportAggregatesOnly(false)
+    ->UseRealTime()
+    ->Unit(benchmark::kMillisecond);
+
+void SetUp() {
+  recorder::ArenaConfig config;  // the runner's: 1024 slots of 2^17 events
+  if (config.ring_capacity < 2 * kBatch) {
+    std::fprintf(stderr, "recorder_bench: rings of %u events cannot hold two batches of %llu\n",
+                 config.ring_capacity, static_cast<unsigned long long>(kBatch));
+    std::exit(1);
+  }
+  g_arena = recorder::Arena::Create(config).release();
+  recorder::Install(g_arena);
+
+  g_interposed_lock = reinterpret_cast<MutexLockFn>(dlsym(RTLD_DEFAULT, "pthread_mutex_lock"));
+  g_glibc_lock = reinterpret_cast<MutexLockFn>(dlsym(RTLD_NEXT, "pthread_mutex_lock"));
+  // The current condvar ABI, as the hooks resolve it.
+  g_interposed_signal = reinterpret_cast<CondSignalFn>(dlsym(RTLD_DEFAULT, "pthread_cond_signal"));
+  g_glibc_signal = reinterpret_cast<CondSignalFn>(dlvsym(RTLD_NEXT, "pthread_cond_signal", "GLIBC_2.3.2"));
+  if (g_interposed_lock == nullptr || g_glibc_lock == nullptr || g_interposed_signal == nullptr ||
+      g_glibc_signal == nullptr) {
+    std::fprintf(stderr, "recorder_bench: cannot resolve the pthread functions: %s\n", dlerror());
+    std::exit(1);
+  }
+  if (g_interposed_lock == g_glibc_lock || g_interposed_signal == g_glibc_signal) {
+    std::fprintf(stderr,
+                 "recorder_bench: the pthread hooks are not interposed (the executable must export them)\n");
+    std::exit(1);
+  }
+}
+
+}  // namespace
+}  // namespace gilscope::bench
+
+int main(int argc, char** argv) {
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  gilscope::bench::SetUp();
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
