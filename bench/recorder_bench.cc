@@ -18,9 +18,12 @@
 //                          glibc's own lock vs gilscope's interposed one,
 //                          both called through a pointer as libpython's PLT does.
 //   BM_CondSignal/...      the same for pthread_cond_signal (no waiter).
+//   BM_SemPair/...         sem_post + sem_wait, never contended (an
+//                          uncontended threading.Lock), glibc's vs interposed.
 //   BM_NoDrop              one producer paced at a fixed event rate (default
 //                          6.6 M events/s) for a fixed time while a Collector
-//                          drains at the runner's period: `dropped` must be 0.
+//                          drains it as a run does (the runner's period, into
+//                          an events.raw file): `dropped` must be 0.
 //
 // Figures are per iteration, and every Record iteration writes one event. The
 // CPU column is the cost: the time the producing thread itself spent per event
@@ -38,13 +41,14 @@
 #include <benchmark/benchmark.h>
 #include <dlfcn.h>
 #include <pthread.h>
+#include <semaphore.h>
+#include <unistd.h>
 
 #include <barrier>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
-#include <ctime>
 #include <memory>
 #include <optional>
 
@@ -59,6 +63,7 @@
 #include "recorder/collector.h"
 #include "recorder/event.h"
 #include "recorder/producer.h"
+#include "report/raw_file.h"
 
 namespace gilscope::bench {
 namespace {
@@ -114,7 +119,7 @@ class BackgroundDrain {
   std::optional<recorder::Collector> collector_;
 };
 
-BackgroundDrain* g_drain = nullptr;
+std::unique_ptr<BackgroundDrain> g_drain;
 
 // The calling thread's ring counters (its slot's head and dropped).
 struct SlotCounters {
@@ -137,7 +142,7 @@ SlotCounters ReadSlotCounters() {
 template <typename RecordOne>
 void RecordLoop(benchmark::State& state, RecordOne record) {
   const bool leader = state.thread_index() == 0;
-  if (leader) g_drain = new BackgroundDrain(state.threads());
+  if (leader) g_drain = std::make_unique<BackgroundDrain>(state.threads());
   // Claims this thread's slot outside the timed loop.
   recorder::Record(EventKind::kReleased, 0, 0, 0);
   const SlotCounters before = ReadSlotCounters();
@@ -157,10 +162,7 @@ void RecordLoop(benchmark::State& state, RecordOne record) {
   state.counters["dropped"] = static_cast<double>(after.dropped - before.dropped);
   state.counters["events"] = static_cast<double>(after.written - before.written);
   // Every thread has left the loop (its end is a barrier): the drain may go.
-  if (leader) {
-    delete g_drain;
-    g_drain = nullptr;
-  }
+  if (leader) g_drain.reset();
 }
 
 void BM_Record(benchmark::State& state) {
@@ -276,23 +278,62 @@ void BM_CondSignal(benchmark::State& state, const CondSignalFn* signal) {
 BENCHMARK_CAPTURE(BM_CondSignal, glibc, &g_glibc_signal);
 BENCHMARK_CAPTURE(BM_CondSignal, interposed, &g_interposed_signal);
 
+using SemWaitFn = int (*)(sem_t*);
+SemWaitFn g_interposed_sem_wait = nullptr;  // == g_glibc_sem_wait when not interposed
+SemWaitFn g_glibc_sem_wait = nullptr;
+
+// sem_post + sem_wait on a semaphore that is never contended: how CPython
+// takes an uncontended threading.Lock. The calling thread has a recorder slot,
+// like every Python thread in a run.
+void BM_SemPair(benchmark::State& state, const SemWaitFn* wait) {
+  if (g_interposed_sem_wait == g_glibc_sem_wait) {
+    state.SkipWithError("sem_wait is not interposed by this build");
+    return;
+  }
+  recorder::Record(EventKind::kReleased, 0, 0, 0);  // claims the slot
+  sem_t sem;
+  sem_init(&sem, 0, 0);
+  const SemWaitFn fn = *wait;
+  for (auto _ : state) {
+    sem_post(&sem);
+    fn(&sem);
+  }
+  sem_destroy(&sem);
+}
+BENCHMARK_CAPTURE(BM_SemPair, glibc, &g_glibc_sem_wait);
+BENCHMARK_CAPTURE(BM_SemPair, interposed, &g_interposed_sem_wait);
+
 // --- No drop at a release-heavy event rate -------------------------------
 
 // One producer writes at range(0) events/s for range(1) ms while a Collector
-// drains with the runner's default period and keeps everything, as in a run.
-// Each event is stamped with NowNs() and the producer spins on it until the
-// event is due. A thread that was descheduled does not catch up in a burst
-// (a CPython thread makes no GIL calls while it is off its core): when it is
-// more than kMaxLagNs late it starts its schedule again from now, so the rate
-// never exceeds the target; events_per_s says what it achieved.
+// drains it exactly as `gilscope run` does: the runner's default period, and
+// every event streamed into an events.raw file (report::RawWriter, in a
+// temporary folder) by the drain thread. Each event is stamped with NowNs()
+// and the producer spins on it until the event is due. A thread that was
+// descheduled does not catch up in a burst (a CPython thread makes no GIL
+// calls while it is off its core): when it is more than kMaxLagNs late it
+// starts its schedule again from now, so the rate never exceeds the target;
+// events_per_s says what it achieved.
 void BM_NoDrop(benchmark::State& state) {
   constexpr std::uint64_t kMaxLagNs = 100'000;
   const double rate = static_cast<double>(state.range(0));
   const auto duration_ns = static_cast<std::uint64_t>(state.range(1)) * 1'000'000u;
   const double interval_ns = 1e9 / rate;
 
+  char raw_path[] = "/tmp/gilscope-bench-XXXXXX";
+  const int fd = mkstemp(raw_path);
+  if (fd < 0) {
+    state.SkipWithError("cannot create a temporary file for events.raw");
+    return;
+  }
+  close(fd);
+  report::RawWriter raw = report::RawWriter::Open(raw_path);
+
   recorder::Record(EventKind::kReleased, 0, 0, 0);  // claims the slot
   recorder::Collector collector(*g_arena);
+  collector.SetSink([&raw](std::uint32_t slot, const recorder::Event* events, std::size_t n) {
+    raw.AppendEvents(slot, events, n);
+  });
   collector.Start();  // the runner's period
   const SlotCounters before = ReadSlotCounters();
   std::uint64_t attempted = 0;
@@ -320,6 +361,9 @@ void BM_NoDrop(benchmark::State& state) {
     }
   }
   collector.Stop();
+  raw.Flush();
+  state.counters["raw_mb"] = static_cast<double>(raw.bytes_written()) / 1e6;
+  unlink(raw_path);
   const SlotCounters after = ReadSlotCounters();
   state.counters["events"] = static_cast<double>(after.written - before.written);
   state.counters["dropped"] = static_cast<double>(after.dropped - before.dropped);
@@ -353,6 +397,9 @@ void SetUp() {
   // The current condvar ABI, as the hooks resolve it.
   g_interposed_signal = reinterpret_cast<CondSignalFn>(dlsym(RTLD_DEFAULT, "pthread_cond_signal"));
   g_glibc_signal = reinterpret_cast<CondSignalFn>(dlvsym(RTLD_NEXT, "pthread_cond_signal", "GLIBC_2.3.2"));
+  g_interposed_sem_wait = reinterpret_cast<SemWaitFn>(dlsym(RTLD_DEFAULT, "sem_wait"));
+  g_glibc_sem_wait = reinterpret_cast<SemWaitFn>(dlsym(RTLD_NEXT, "sem_wait"));
+  if (g_glibc_sem_wait == nullptr) g_glibc_sem_wait = g_interposed_sem_wait;  // not interposed
   if (g_interposed_lock == nullptr || g_glibc_lock == nullptr || g_interposed_signal == nullptr ||
       g_glibc_signal == nullptr) {
     std::fprintf(stderr, "recorder_bench: cannot resolve the pthread functions: %s\n", dlerror());
