@@ -1,4 +1,5 @@
 #include "report/findings.h"
+#include "report/text_util.h"
 
 #include <algorithm>
 #include <cstdarg>
@@ -59,24 +60,6 @@ constexpr double kStormMaxMedianHoldIntervals = 0.1;
 constexpr double kStormMinHandoffShare = 0.1;
 
 constexpr double kDefaultSwitchIntervalMs = 5.0;  // CPython's default
-
-std::string Format(const char* format, ...) __attribute__((format(printf, 1, 2)));
-
-std::string Format(const char* format, ...) {
-  char buffer[512];
-  va_list args;
-  va_start(args, format);
-  const int n = std::vsnprintf(buffer, sizeof buffer, format, args);
-  va_end(args);
-  if (n < 0) return {};
-  if (static_cast<std::size_t>(n) < sizeof buffer) return std::string(buffer, static_cast<std::size_t>(n));
-  std::string big(static_cast<std::size_t>(n) + 1, '\0');
-  va_start(args, format);
-  std::vsnprintf(big.data(), big.size(), format, args);
-  va_end(args);
-  big.resize(static_cast<std::size_t>(n));
-  return big;
-}
 
 const CodeSite& SiteOf(const Analysis& analysis, std::uint32_t site) {
   static const CodeSite kUnknown{"<unknown>", "", 0};

@@ -22,22 +22,22 @@ def crunch(n):
     return total
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def main(start_method="fork", doc=__doc__):
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--tasks", type=int, default=4)
     parser.add_argument("--iterations", type=int, default=1_500_000)
     args = parser.parse_args()
 
-    ctx = multiprocessing.get_context("fork")
+    ctx = multiprocessing.get_context(start_method)
     start = time.perf_counter()
     with ctx.Pool(args.workers) as pool:
         results = pool.map(crunch, [args.iterations] * args.tasks)
     wall = time.perf_counter() - start
     expected = crunch(args.iterations)
     if results != [expected] * args.tasks:
-        raise SystemExit(f"mp_fork: wrong results {results}")
-    print(f"mp_fork: workers={args.workers} tasks={args.tasks} wall={wall:.3f}s")
+        raise SystemExit(f"mp_{start_method}: wrong results {results}")
+    print(f"mp_{start_method}: workers={args.workers} tasks={args.tasks} wall={wall:.3f}s")
 
 
 if __name__ == "__main__":

@@ -10,36 +10,10 @@ each process has its own GIL in gils[], busy while it crunches and never
 contended by the other processes.
 """
 
-import argparse
-import multiprocessing
-import time
-
-
-def crunch(n):
-    """Pure-Python arithmetic: holds its own process's GIL throughout."""
-    total = 0
-    for i in range(n):
-        total += i * i % 7
-    return total
-
-
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--tasks", type=int, default=4)
-    parser.add_argument("--iterations", type=int, default=1_500_000)
-    args = parser.parse_args()
-
-    ctx = multiprocessing.get_context("spawn")
-    start = time.perf_counter()
-    with ctx.Pool(args.workers) as pool:
-        results = pool.map(crunch, [args.iterations] * args.tasks)
-    wall = time.perf_counter() - start
-    expected = crunch(args.iterations)
-    if results != [expected] * args.tasks:
-        raise SystemExit(f"mp_spawn: wrong results {results}")
-    print(f"mp_spawn: workers={args.workers} tasks={args.tasks} wall={wall:.3f}s")
-
+# The same pool as mp_fork.py; only the start method differs. The workers
+# import this module by name (spawn re-imports __main__), so crunch() lives
+# in mp_fork and is found there.
+from mp_fork import main
 
 if __name__ == "__main__":
-    main()
+    main("spawn", __doc__)
