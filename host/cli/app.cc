@@ -290,6 +290,7 @@ int Main(int argc, char** argv) {
   list_app->add_option("--scripts", scripts_dir, "Folder of scripts with gilscope headers");
 
   SuiteOptions suite;
+  suite.python_version = python::LinkedPythonVersion();
   std::string suite_out = "gilscope-out/suite";
   CLI::App* suite_app =
       app.add_subcommand("suite", "Run every bundled guide script under gilscope and write an index");

@@ -159,6 +159,24 @@ std::vector<std::string> ParseModes(const fs::path& path, int line, const std::s
   return modes;
 }
 
+// "3.12" for key "modes-3.12" and prefix "modes-"; empty when the key is not
+// the prefix followed by a CPython minor version (3.N).
+std::string VersionSuffix(const std::string& key, std::string_view prefix) {
+  if (key.size() <= prefix.size() || key.compare(0, prefix.size(), prefix) != 0) return {};
+  const std::string version = key.substr(prefix.size());
+  if (version.size() < 3 || version.compare(0, 2, "3.") != 0) return {};
+  if (!std::all_of(version.begin() + 2, version.end(), [](char c) { return c >= '0' && c <= '9'; })) return {};
+  return version;
+}
+
+// "3.12" from "3.12.1" (or "3.12", or "3.13.0rc1").
+std::string MinorVersion(std::string_view version) {
+  const auto first = version.find('.');
+  if (first == std::string_view::npos) return std::string(version);
+  const auto second = version.find_first_not_of("0123456789", first + 1);
+  return std::string(version.substr(0, second));
+}
+
 bool IsGlob(const std::string& pattern) { return pattern.find_first_of("*?[") != std::string::npos; }
 
 bool Matches(const ScriptHeader& script, const std::string& only) {
@@ -334,6 +352,19 @@ const std::vector<std::string>& HeaderModes() {
   return kModes;
 }
 
+ScriptHeader ForPythonVersion(const ScriptHeader& script, std::string_view python_version) {
+  ScriptHeader applied = script;
+  if (python_version.empty()) return applied;
+  const std::string minor = MinorVersion(python_version);
+  if (const auto m = script.modes_by_version.find(minor); m != script.modes_by_version.end()) {
+    applied.modes = m->second;
+  }
+  if (const auto r = script.skip_reason_by_version.find(minor); r != script.skip_reason_by_version.end()) {
+    applied.skip_reason = "on CPython " + minor + ": " + r->second;
+  }
+  return applied;
+}
+
 ScriptHeader ReadScriptHeader(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw runner::UsageError("cannot open script '" + path.string() + "'");
@@ -374,9 +405,14 @@ ScriptHeader ReadScriptHeader(const fs::path& path) {
       h.modes = ParseModes(path, line, value);
     } else if (key == "skip-reason") {
       h.skip_reason = value;
+    } else if (const std::string version = VersionSuffix(key, "modes-"); !version.empty()) {
+      h.modes_by_version[version] = ParseModes(path, line, value);
+    } else if (const std::string version = VersionSuffix(key, "skip-reason-"); !version.empty()) {
+      h.skip_reason_by_version[version] = value;
     } else {
       HeaderError(path, line,
-                  "unknown key '" + key + "' (known: title, lesson, expect, timeout, modes, skip-reason)");
+                  "unknown key '" + key +
+                      "' (known: title, lesson, expect, timeout, modes, skip-reason, modes-3.N, skip-reason-3.N)");
     }
   }
   if (h.title.empty()) {
@@ -634,7 +670,8 @@ int RunSuite(const SuiteOptions& options, const fs::path& gilscope_exe, std::ost
   if (access(gilscope_exe.c_str(), X_OK) != 0) {
     throw std::runtime_error("suite: cannot run '" + gilscope_exe.string() + "' (the gilscope executable)");
   }
-  const std::vector<ScriptHeader> scripts = FilterScripts(BundledScripts(options.scripts_dir), options.only);
+  std::vector<ScriptHeader> scripts = FilterScripts(BundledScripts(options.scripts_dir), options.only);
+  for (ScriptHeader& s : scripts) s = ForPythonVersion(s, options.python_version);
   EnsureFolder(options.out);
   const bool live = options.live_progress.value_or(IsTerminal(out));
   const int total = static_cast<int>(scripts.size());

@@ -9,6 +9,8 @@
 //   # gilscope: timeout = 10               (seconds, passed to run --timeout)
 //   # gilscope: modes = main, processes    (the modes it can run in)
 //   # gilscope: skip-reason = why not in the other modes
+//   # gilscope: modes-3.12 = main, threads   (replaces `modes` on CPython 3.12)
+//   # gilscope: skip-reason-3.12 = why not, on that version
 //
 // Only comment and blank lines before the first other line count; a
 // malformed header is an error naming the file and line, never a guess.
@@ -22,6 +24,7 @@
 #pragma once
 
 #include <filesystem>
+#include <map>
 #include <optional>
 #include <ostream>
 #include <string>
@@ -42,7 +45,15 @@ struct ScriptHeader {
   double timeout_s = 60;      // passed to run --timeout
   std::vector<std::string> modes = {"main"};
   std::string skip_reason;    // why the modes not listed are left out
+  // Per CPython minor version ("3.12"): modes and reason that replace the
+  // two above on that version (CPython bugs differ between versions).
+  std::map<std::string, std::vector<std::string>, std::less<>> modes_by_version;
+  std::map<std::string, std::string, std::less<>> skip_reason_by_version;
 };
+
+// `script` as it applies to CPython `python_version` ("3.12.1" or "3.12"):
+// modes and skip-reason replaced by that minor version's, when given.
+ScriptHeader ForPythonVersion(const ScriptHeader& script, std::string_view python_version);
 
 // The mode names a header may list (run --mode's names, less "sequential").
 const std::vector<std::string>& HeaderModes();
@@ -70,6 +81,9 @@ struct SuiteOptions {
   std::string only;                   // see FilterScripts
   std::string mode = "main";
   int instances = 1;
+  // The embedded CPython's version ("3.13.0"): picks headers' per-version
+  // modes. Empty: the plain `modes` line applies.
+  std::string python_version;
   bool color = false;  // colour PASS/FAIL/SKIP in what is printed (never in files)
   // Redraw a progress line (\r) while each script runs. Unset: only when
   // `out` is std::cout or std::cerr and that stream is a terminal.

@@ -3,6 +3,8 @@
 # gilscope: expect = ok
 # gilscope: timeout = 30
 # gilscope: modes = main, threads, subinterpreters, shared-subinterpreters, processes
+# gilscope: modes-3.12 = main, threads, shared-subinterpreters, processes
+# gilscope: skip-reason-3.12 = CPython 3.12.1 aborts when an own-GIL subinterpreter that made the first keyword call of some C functions (SimpleQueue.get(block=True) in the pool's workers) is destroyed
 """A pool of threads mapping a function over data.
 
 ThreadPoolExecutor keeps a few worker threads (pool-worker_0 .. _3) and

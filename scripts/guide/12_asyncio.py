@@ -3,6 +3,10 @@
 # gilscope: expect = ok
 # gilscope: timeout = 30
 # gilscope: modes = main, threads, subinterpreters, shared-subinterpreters, processes
+# gilscope: modes-3.12 = main, threads, shared-subinterpreters, processes
+# gilscope: skip-reason-3.12 = CPython 3.12.1 aborts when an own-GIL subinterpreter that imported ssl (asyncio does) is destroyed
+# gilscope: modes-3.11 = main, threads, processes
+# gilscope: skip-reason-3.11 = own-GIL subinterpreters need 3.12+, and two shared-GIL copies clash: 3.11's _asyncio keeps the running loop in process-wide state
 """Five coroutines waiting at once in one thread, with asyncio.gather.
 
 Each task awaits asyncio.sleep(d), standing for a network call.  While a

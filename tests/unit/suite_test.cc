@@ -168,6 +168,51 @@ TEST_F(SuiteTest, ReadsEveryHeaderKeyAndSkipsShebangAndProse) {
   EXPECT_EQ(h.skip_reason, "never ends by design");
 }
 
+TEST_F(SuiteTest, PerVersionModesReplaceModesOnThatVersionOnly) {
+  const fs::path p = Script("12_async.py",
+                            "# gilscope: title = Async\n"
+                            "# gilscope: modes = main, threads, subinterpreters\n"
+                            "# gilscope: skip-reason = no processes\n"
+                            "# gilscope: modes-3.12 = main, threads\n"
+                            "# gilscope: skip-reason-3.12 = 3.12.1 aborts at teardown\n"
+                            "# gilscope: modes-3.11 = main\n",
+                            "");
+  const ScriptHeader h = ReadScriptHeader(p);
+  EXPECT_EQ(h.modes, (std::vector<std::string>{"main", "threads", "subinterpreters"}));
+  ASSERT_EQ(h.modes_by_version.size(), 2U);
+
+  const ScriptHeader on312 = ForPythonVersion(h, "3.12.1");
+  EXPECT_EQ(on312.modes, (std::vector<std::string>{"main", "threads"}));
+  EXPECT_EQ(on312.skip_reason, "on CPython 3.12: 3.12.1 aborts at teardown");
+  // A version with modes but no reason of its own keeps the general one.
+  const ScriptHeader on311 = ForPythonVersion(h, "3.11.2");
+  EXPECT_EQ(on311.modes, std::vector<std::string>{"main"});
+  EXPECT_EQ(on311.skip_reason, "no processes");
+  // 3.13 (and 3.1, which is not 3.12's prefix) get the plain lines.
+  for (const char* version : {"3.13.0", "3.1", ""}) {
+    SCOPED_TRACE(version);
+    const ScriptHeader other = ForPythonVersion(h, version);
+    EXPECT_EQ(other.modes, h.modes);
+    EXPECT_EQ(other.skip_reason, "no processes");
+  }
+}
+
+TEST_F(SuiteTest, SuiteSkipsByTheEmbeddedVersionsModes) {
+  MakeGuide();
+  Script("12_async.py",
+         "# gilscope: title = Async\n# gilscope: modes = main, threads\n"
+         "# gilscope: modes-3.12 = main\n# gilscope: skip-reason-3.12 = aborts on 3.12.1\n",
+         "");
+  SuiteOptions o = Options("threads");
+  o.python_version = "3.12.1";
+  std::ostringstream out;
+  EXPECT_EQ(RunSuite(o, fake_, out), 0) << out.str();
+  EXPECT_EQ(Entry(Index(o), "12_async")["skip_reason"], "on CPython 3.12: aborts on 3.12.1");
+  o.python_version = "3.13.0";
+  EXPECT_EQ(RunSuite(o, fake_, out), 0) << out.str();
+  EXPECT_EQ(Entry(Index(o), "12_async")["outcome"], "PASS");
+}
+
 TEST_F(SuiteTest, HeaderDefaultsWhenOnlyTitleGiven) {
   const ScriptHeader h = ReadScriptHeader(Script("x.py", "# gilscope: title = Only a title\n"));
   EXPECT_EQ(h.expect, "ok");
@@ -186,6 +231,8 @@ struct Malformed {
 TEST_F(SuiteTest, MalformedHeadersNameFileLineAndFault) {
   const Malformed cases[] = {
       {"unknown key", "# gilscope: title = T\n# gilscope: colour = red\n", 2, "unknown key 'colour'"},
+      {"version not 3.N", "# gilscope: title = T\n# gilscope: modes-3.x = main\n", 2, "unknown key 'modes-3.x'"},
+      {"version mode", "# gilscope: title = T\n# gilscope: modes-3.12 = main, fibers\n", 2, "unknown mode 'fibers'"},
       {"timeout word", "# gilscope: title = T\n# gilscope: timeout = soon\n", 2, "not 'soon'"},
       {"timeout unit", "# gilscope: title = T\n# gilscope: timeout = 5s\n", 2, "not '5s'"},
       {"timeout zero", "# gilscope: title = T\n# gilscope: timeout = 0\n", 2, "above 0"},
@@ -245,6 +292,11 @@ TEST(GuideScripts, ShippedHeadersParse) {
     EXPECT_NE(std::find(h.modes.begin(), h.modes.end(), "main"), h.modes.end());
     if (h.modes.size() < HeaderModes().size()) {
       EXPECT_FALSE(h.skip_reason.empty()) << "modes left out, no reason";
+    }
+    for (const auto& [version, modes] : h.modes_by_version) {
+      SCOPED_TRACE(version);
+      EXPECT_NE(std::find(modes.begin(), modes.end(), "main"), modes.end());
+      EXPECT_EQ(h.skip_reason_by_version.count(version), 1U) << "per-version modes, no reason";
     }
     if (h.expect == "deadlock") {
       ++deadlocks;
