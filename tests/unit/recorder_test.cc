@@ -133,12 +133,9 @@ TEST(Clock, TscConversionIsAMultiplyAndShiftFromTheBase) {
 // calibration: the one the run's arena carries. NowNs() stays on the
 // CLOCK_MONOTONIC axis and never goes back, in this process and in a child.
 TEST(Clock, OneTimeAxisForTheRunAndItsChildren) {
-  ArenaConfig config;
-  config.slot_count = 2;
-  config.ring_capacity = 64;
-  auto first = Arena::Create(config);
+  auto first = Arena::Create(ArenaConfig{2, 64});
   Install(first.get());
-  auto second = Arena::Create(config);
+  auto second = Arena::Create(ArenaConfig{2, 64});
   const TscCalibration& a = first->header().clock;
   const TscCalibration& b = second->header().clock;
   EXPECT_EQ(a.enabled, b.enabled);
