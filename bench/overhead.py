@@ -46,8 +46,9 @@ Run order: one off and one on run first, thrown away (page cache); then
 ABBA (off, on, on, off, ...), which cancels a load that drifts linearly.
 
 Also reads the microbenchmarks' JSON (bench/recorder_bench.cc, Google
-Benchmark --benchmark_format=json): recorder_ns_per_event is BM_Record with
-one producer thread.
+Benchmark --benchmark_format=json): recorder_ns_per_event is
+BM_RecordWithClock, one event as the hooks write it, time stamp included
+(BM_Record/threads:1, the store alone, is record_1_thread_ns_per_event).
 
 Writes BUILD/bench/overhead.json and prints a table.  Needs only the Python
 standard library: run it with /usr/bin/python3 or the embedded CPython.
@@ -245,6 +246,136 @@ def measure_case(gilscope, case, repeat, scratch, log):
     return result
 
 
+# --- Long run: memory, raw file, report time --------------------------------
+
+LONG_RSS = re.compile(r"rss_start_kib=(\d+) rss_end_kib=(\d+) hwm_kib=(\d+)")
+MIB = 1024 * 1024
+POLL_S = 0.01
+
+
+def status_kib(pid, field):
+    """VmRSS / VmHWM of a live process in KiB, or None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def children_of(pid):
+    """The live children of a process (/proc/PID/task/*/children)."""
+    found = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as f:
+                    found += [int(c) for c in f.read().split()]
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return found
+
+
+def measure_long_run(gilscope, scratch, events, log):
+    """One release_heavy run with the hooks on that records about `events`
+    events: resident memory of the runner (the script's process, where the
+    hooks write into the arena) and of the supervisor (gilscope's first
+    process: its drain thread streams the rings into events.raw) while the
+    script runs, the raw file's bytes per event, and `gilscope report DIR`."""
+    out_dir = os.path.join(scratch, "long_run")
+    # An os.read makes 3 events with the hooks on: the frame and the release
+    # in drop_gil, the acquisition (its request folded in) in take_gil.
+    calls = -(-events // 3)
+    script = "scripts/workloads/release_heavy.py"
+    cmd = [gilscope, "run", script, "--out", out_dir, "--", "--calls", str(calls), "--rss"]
+    log(f"long run: {script} --calls {calls}")
+    stdout_path = os.path.join(scratch, "long_run.out")
+    start = time.perf_counter()
+    with open(stdout_path, "w+", encoding="utf-8") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, text=True)
+        # Sampled every 10 ms: the supervisor's VmRSS when its first child (the
+        # runner) appears, its largest while a child lives, and its last VmHWM
+        # (the peak of the whole process, analysis and report writing included).
+        sup_base = sup_max_recording = sup_hwm = None
+        runner_seen = False
+        while proc.poll() is None:
+            rss = status_kib(proc.pid, "VmRSS")
+            hwm = status_kib(proc.pid, "VmHWM")
+            if hwm is not None:
+                sup_hwm = hwm
+            if rss is not None and children_of(proc.pid):
+                runner_seen = True
+                if sup_base is None:
+                    sup_base = rss
+                sup_max_recording = max(sup_max_recording or 0, rss)
+            time.sleep(POLL_S)
+        run_wall = time.perf_counter() - start
+        out.seek(0)
+        output = out.read()
+    if proc.returncode != 0:
+        raise RunFailed(f"{' '.join(cmd)} exited with {proc.returncode}:\n{output[-2000:]}")
+    found = LONG_RSS.search(output)
+    try:
+        with open(os.path.join(out_dir, "report.json"), encoding="utf-8") as f:
+            counts = json.load(f).get("events", {})
+    except (OSError, ValueError):
+        counts = {}
+    recorded = counts.get("recorded")
+    raw_bytes = os.path.getsize(os.path.join(out_dir, "events.raw"))
+
+    # The report again from events.raw, as a user would: wall time and the
+    # report process's peak resident memory (wait4's ru_maxrss, KiB).
+    report_cmd = [gilscope, "report", out_dir]
+    with open(stdout_path, "w+", encoding="utf-8") as err:
+        start = time.perf_counter()
+        pid = os.posix_spawn(report_cmd[0], report_cmd, os.environ,
+                             file_actions=[(os.POSIX_SPAWN_OPEN, 1, os.devnull, os.O_WRONLY, 0),
+                                           (os.POSIX_SPAWN_DUP2, err.fileno(), 2)])
+        _, rstatus, rusage = os.wait4(pid, 0)
+        report_wall = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(rstatus)
+        if code != 0:
+            err.seek(0)
+            raise RunFailed(f"{' '.join(report_cmd)} exited with {code}: {err.read()[-2000:]}")
+    shutil.rmtree(out_dir, ignore_errors=True)
+
+    def mib(kib):
+        return None if kib is None else kib / 1024
+
+    runner = None
+    if found:
+        rss_start, rss_end, hwm = (int(g) for g in found.groups())
+        runner = {"rss_start_mib": mib(rss_start), "rss_end_mib": mib(rss_end), "hwm_mib": mib(hwm),
+                  "growth_mib": mib(rss_end - rss_start)}
+    return {
+        "script": script,
+        "args": ["--calls", str(calls)],
+        "events": recorded,
+        "dropped": counts.get("dropped"),
+        "run_wall_s": run_wall,
+        "runner": runner,
+        "supervisor": {
+            "rss_at_runner_start_mib": mib(sup_base),
+            "rss_max_while_recording_mib": mib(sup_max_recording),
+            "growth_mib": (mib(sup_max_recording - sup_base) if runner_seen and sup_base is not None else None),
+            "hwm_mib": mib(sup_hwm),
+        },
+        "raw_bytes": raw_bytes,
+        "raw_bytes_per_event": raw_bytes / recorded if recorded else None,
+        "report_wall_s": report_wall,
+        "report_maxrss_mib": rusage.ru_maxrss / 1024,
+        "measured": ("runner: VmRSS of the script's process (/proc/self/status) just before and just after "
+                     "its read loop, and its VmHWM; supervisor: VmRSS of gilscope's first process sampled "
+                     "every 10 ms, at the runner's appearance and at its largest while the runner lives "
+                     "(hwm: its VmHWM last seen, analysis and reports included); report: wall time and "
+                     "ru_maxrss of `gilscope report DIR`"),
+    }
+
+
 # --- Microbenchmarks --------------------------------------------------------
 
 def load_benchmarks(bench_json, bench_exe, log):
@@ -253,8 +384,8 @@ def load_benchmarks(bench_json, bench_exe, log):
         with open(bench_json, encoding="utf-8") as f:
             return json.load(f)
     if os.access(bench_exe, os.X_OK):
-        log(f"running {bench_exe} (BM_Record only)")
-        proc = subprocess.run([bench_exe, "--benchmark_filter=^BM_Record/threads:1$",
+        log(f"running {bench_exe} (BM_Record, BM_RecordWithClock, BM_Clock/now_ns only)")
+        proc = subprocess.run([bench_exe, "--benchmark_filter=^BM_(Record/threads:1|RecordWithClock|Clock/now_ns)$",
                                "--benchmark_format=json"],
                               stdout=subprocess.PIPE, text=True, check=True)
         return json.loads(proc.stdout)
@@ -303,11 +434,11 @@ def microbench_summary(data):
         if per_event is not None:
             out[key + "_ns_per_event"] = per_event
             out[key + "_dropped"] = max(e.get("dropped", 0) for e in runs[name])
-    for key, name in [("clock_monotonic_ns", "BM_Clock/monotonic"),
+    for key, name in [("clock_now_ns", "BM_Clock/now_ns"),
+                      ("clock_monotonic_ns", "BM_Clock/monotonic"),
                       ("clock_rdtsc_ns", "BM_Clock/rdtsc"),
                       ("clock_rdtscp_ns", "BM_Clock/rdtscp"),
                       ("clock_lfence_rdtsc_ns", "BM_Clock/lfence_rdtsc"),
-                      ("clock_rdtsc_to_ns_ns", "BM_Clock/rdtsc_ns"),
                       ("find_miss_ns", "BM_FindMiss"),
                       ("mutex_pair_glibc_ns", "BM_MutexPair/glibc"),
                       ("mutex_pair_interposed_ns", "BM_MutexPair/interposed"),
@@ -318,6 +449,9 @@ def microbench_summary(data):
         value = median_of(name)
         if value is not None:
             out[key] = value
+    clock = runs.get("BM_Clock/now_ns")
+    if clock and clock[0].get("label"):
+        out["clock_source"] = clock[0]["label"]
     for pair in ("mutex_pair", "sem_pair"):
         if f"{pair}_glibc_ns" in out and f"{pair}_interposed_ns" in out:
             out[f"{pair}_overhead_ns"] = out[f"{pair}_interposed_ns"] - out[f"{pair}_glibc_ns"]
@@ -360,16 +494,30 @@ def print_table(result, out=sys.stdout):
         print(f"{c['name']:<14} {fmt(c['off_s'], 4):>10} {fmt(c['on_s'], 4):>10} {fmt(c['ratio']):>6}   "
               f"{fmt(c['ratio_median']):>6} {fmt(c['ratio_paired']):>6} {fmt(c['wall_ratio']):>6} "
               f"{dropped:>8}  {c['metric']}", file=out)
+    mem = result.get("memory")
+    if mem:
+        runner, sup = mem.get("runner") or {}, mem["supervisor"]
+        print(f"long run: {fmt(mem['events'], 0)} events ({fmt(mem['dropped'], 0)} dropped) in "
+              f"{mem['run_wall_s']:.1f} s; resident memory growth while recording: runner "
+              f"{fmt(runner.get('growth_mib'), 1)} MiB (VmRSS {fmt(runner.get('rss_start_mib'), 1)} -> "
+              f"{fmt(runner.get('rss_end_mib'), 1)} MiB), supervisor {fmt(sup['growth_mib'], 1)} MiB "
+              f"(VmRSS {fmt(sup['rss_at_runner_start_mib'], 1)} -> max {fmt(sup['rss_max_while_recording_mib'], 1)}"
+              f" MiB; peak with the reports {fmt(sup['hwm_mib'], 1)} MiB)", file=out)
+        print(f"          events.raw {mem['raw_bytes'] / 1e6:.1f} MB = {fmt(mem['raw_bytes_per_event'], 2)} bytes/event;"
+              f" `gilscope report DIR` {mem['report_wall_s']:.2f} s, {mem['report_maxrss_mib']:.0f} MiB peak",
+              file=out)
     micro = result.get("microbench") or {}
     if result.get("recorder_ns_per_event") is not None:
-        line = f"recorder: Record() {result['recorder_ns_per_event']:.2f} ns/event (1 producer)"
+        line = (f"recorder: {result['recorder_ns_per_event']:.2f} ns/event with its time stamp "
+                f"({micro.get('clock_source', '?')} clock)")
+        if micro.get("record_1_thread_ns_per_event") is not None:
+            line += f"; Record() alone {micro['record_1_thread_ns_per_event']:.2f} ns (1 producer)"
         if micro.get("record_2_threads_ns_per_event") is not None:
-            line += f", {micro['record_2_threads_ns_per_event']:.2f} ns/event per thread with 2"
-        if micro.get("record_with_clock_ns_per_event") is not None:
-            line += f"; with its CLOCK_MONOTONIC stamp {micro['record_with_clock_ns_per_event']:.2f} ns"
+            line += f", {micro['record_2_threads_ns_per_event']:.2f} ns per thread with 2"
         print(line, file=out)
     if "clock_monotonic_ns" in micro:
-        print(f"clock: CLOCK_MONOTONIC {micro['clock_monotonic_ns']:.2f} ns, rdtsc "
+        print(f"clock: NowNs() {fmt(micro.get('clock_now_ns'), 2)} ns ({micro.get('clock_source', '?')}), "
+              f"CLOCK_MONOTONIC {micro['clock_monotonic_ns']:.2f} ns, rdtsc "
               f"{fmt(micro.get('clock_rdtsc_ns'), 2)} ns, lfence+rdtsc {fmt(micro.get('clock_lfence_rdtsc_ns'), 2)} ns",
               file=out)
     if "mutex_pair_overhead_ns" in micro:
@@ -397,6 +545,9 @@ def main():
                         help="comma-separated cases to run (default: all)")
     parser.add_argument("--bench-json", help="recorder_bench --benchmark_format=json output to read "
                                              "(default: run BUILD/bench/recorder_bench for BM_Record)")
+    parser.add_argument("--long-events", type=int, default=10_000_000,
+                        help="events the long run (memory, raw file, report time) records; 0: no long "
+                             "run (default %(default)s)")
     parser.add_argument("--out", help="where to write the JSON (default BUILD/bench/overhead.json)")
     parser.add_argument("--quiet", action="store_true", help="no per-run progress on stderr")
     args = parser.parse_args()
@@ -432,6 +583,8 @@ def main():
             if case.name in wanted:
                 log(f"{case.name}: {case.script} {' '.join(case.args)}")
                 result["cases"].append(measure_case(gilscope, case, args.repeat, scratch, log))
+        if args.long_events > 0:
+            result["memory"] = measure_long_run(gilscope, scratch, args.long_events, log)
     except RunFailed as e:
         print(f"overhead.py: {e}", file=sys.stderr)
         return 1
@@ -447,7 +600,7 @@ def main():
     if data is not None:
         micro = microbench_summary(data)
         result["microbench"] = micro
-        result["recorder_ns_per_event"] = micro.get("record_1_thread_ns_per_event")
+        result["recorder_ns_per_event"] = micro.get("record_with_clock_ns_per_event")
 
     os.makedirs(os.path.dirname(out_path), exist_ok=True)
     tmp = out_path + ".tmp"

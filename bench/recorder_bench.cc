@@ -7,11 +7,14 @@
 //                          background: CPU ns/event is the recorder's cost.
 //   BM_Record/threads:2    the same with two producer threads at once (each
 //                          has its own ring; shared cache lines would show).
-//   BM_RecordWithClock     Record(NowNs()): one event as the hooks emit it.
-//   BM_RecordWithRdtsc     Record(__rdtsc()): the same with a TSC stamp.
-//   BM_Clock/...           the time stamp alone: CLOCK_MONOTONIC (NowNs, what
-//                          the recorder uses), rdtsc, rdtscp, lfence+rdtsc,
-//                          rdtsc scaled to ns.
+//   BM_RecordWithClock     Record(NowNs()): one event as the hooks emit it,
+//                          stamp included (recorder_ns_per_event).
+//   BM_RecordWithRdtsc     Record(__rdtsc()): the same with a raw TSC stamp.
+//   BM_Clock/...           the time stamp alone: now_ns (NowNs(), what the
+//                          recorder uses: the calibrated TSC when the CPU has
+//                          an invariant one, else CLOCK_MONOTONIC; the label
+//                          says which), CLOCK_MONOTONIC through the vDSO,
+//                          rdtsc, rdtscp, lfence+rdtsc.
 //   BM_FindMiss            hooks::Find() on an address that is no GIL's: the
 //                          whole extra cost of every hooked call in a run.
 //   BM_MutexPair/...       pthread_mutex_lock + unlock on an unwatched mutex,
@@ -172,6 +175,7 @@ BENCHMARK(BM_Record)->Threads(1)->Threads(2);
 
 void BM_RecordWithClock(benchmark::State& state) {
   RecordLoop(state, [](std::uint64_t) { recorder::Record(EventKind::kReleased, 0, 0, recorder::NowNs()); });
+  state.SetLabel(recorder::ClockSource());
 }
 BENCHMARK(BM_RecordWithClock);
 
@@ -184,8 +188,14 @@ BENCHMARK(BM_RecordWithRdtsc);
 
 // --- Time stamps ---------------------------------------------------------
 
-void BM_Clock_Monotonic(benchmark::State& state) {
+void BM_Clock_NowNs(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(recorder::NowNs());
+  state.SetLabel(recorder::ClockSource());
+}
+BENCHMARK(BM_Clock_NowNs)->Name("BM_Clock/now_ns");
+
+void BM_Clock_Monotonic(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(recorder::MonotonicNs());
 }
 BENCHMARK(BM_Clock_Monotonic)->Name("BM_Clock/monotonic");
 
@@ -211,25 +221,6 @@ void BM_Clock_LfenceRdtsc(benchmark::State& state) {
 }
 BENCHMARK(BM_Clock_LfenceRdtsc)->Name("BM_Clock/lfence_rdtsc");
 
-// rdtsc turned into nanoseconds by a multiply and a shift, the way a TSC
-// clock would have to (calibrated here against CLOCK_MONOTONIC over ~20 ms).
-void BM_Clock_RdtscNs(benchmark::State& state) {
-  const std::uint64_t ns0 = recorder::NowNs();
-  const std::uint64_t tsc0 = __rdtsc();
-  while (recorder::NowNs() - ns0 < 20'000'000) {
-  }
-  const std::uint64_t ns1 = recorder::NowNs();
-  const std::uint64_t tsc1 = __rdtsc();
-  // ns per tick in 32.32 fixed point.
-  const auto mult = static_cast<std::uint64_t>(static_cast<double>(ns1 - ns0) / static_cast<double>(tsc1 - tsc0) *
-                                               4294967296.0);
-  for (auto _ : state) {
-    const auto ticks = static_cast<unsigned __int128>(__rdtsc() - tsc0);
-    benchmark::DoNotOptimize(ns0 + static_cast<std::uint64_t>((ticks * mult) >> 32));
-  }
-  state.counters["tsc_mhz"] = static_cast<double>(tsc1 - tsc0) / static_cast<double>(ns1 - ns0) * 1e3;
-}
-BENCHMARK(BM_Clock_RdtscNs)->Name("BM_Clock/rdtsc_ns");
 #endif
 
 // --- The interposed pthread functions on objects that are no GIL's -------

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 
 #include "recorder/arena.h"
@@ -59,6 +60,11 @@ FrameProbe g_frame_probe = nullptr;
 struct ThreadHookState {
   int held;                      // index + 1 of the GIL this thread holds; 0 none
   std::uintptr_t last_tstate;    // PyThreadState of its last acquisition
+  // take_gil locked the GIL's mutex at request_ns for GIL requested - 1 and
+  // its kRequest is not written yet: it is written when the thread waits on
+  // the GIL's cond, else folded into the kAcquired that follows. 0: none.
+  int requested;
+  std::uint64_t request_ns;
 };
 thread_local ThreadHookState t_hook{};
 
@@ -99,6 +105,31 @@ void Remove(const void* object) {
 
 inline void Emit(EventKind kind, int gil, std::uint16_t flags) noexcept {
   recorder::Record(kind, static_cast<std::uint8_t>(gil), flags, recorder::NowNs());
+}
+
+// Writes the calling thread's pending request (if any) as a kRequest.
+inline void FlushRequest() noexcept {
+  if (t_hook.requested != 0) [[unlikely]] {
+    recorder::Record(EventKind::kRequest, static_cast<std::uint8_t>(t_hook.requested - 1), 0, t_hook.request_ns);
+    t_hook.requested = 0;
+  }
+}
+
+// kAcquired for GIL `gil`, with the pending request folded into it when it
+// is this GIL's and its wait fits in `aux`.
+inline void EmitAcquired(int gil, std::uint16_t flags) noexcept {
+  const std::uint64_t now = recorder::NowNs();
+  if (t_hook.requested == gil + 1) {
+    const std::uint64_t waited = now > t_hook.request_ns ? now - t_hook.request_ns : 0;
+    if (waited <= UINT32_MAX) {
+      t_hook.requested = 0;
+      recorder::Record(EventKind::kAcquired, static_cast<std::uint8_t>(gil), flags | recorder::kFlagRequestFolded,
+                       now, static_cast<std::uint32_t>(waited));
+      return;
+    }
+  }
+  FlushRequest();
+  recorder::Record(EventKind::kAcquired, static_cast<std::uint8_t>(gil), flags, now);
 }
 
 std::uint32_t Pid() { return static_cast<std::uint32_t>(getpid()); }
@@ -163,8 +194,7 @@ void AfterForkInChild() {
   }
   // Not holding: CPython recreates the GIL and takes it again, and the
   // thread's next acquisition must name its thread state in the new stream.
-  t_hook.held = 0;
-  t_hook.last_tstate = 0;
+  t_hook = {};
   const std::uint32_t parent = static_cast<std::uint32_t>(getppid());
   recorder::ProcessRecord* parent_record = arena->FindProcess(parent);
   arena->AddProcess(Pid(), parent, "fork", parent_record ? parent_record->instance : g_process_instance,
@@ -267,10 +297,16 @@ void OnGilMutexLock(const WatchEntry& e) noexcept {
     }
     return;
   }
-  Emit(EventKind::kRequest, e.gil, 0);
+  // take_gil: the request is written only if the thread has to wait.
+  if (t_hook.requested == e.gil + 1) return;  // a second lock: the first request stands
+  FlushRequest();
+  t_hook.requested = e.gil + 1;
+  t_hook.request_ns = recorder::NowNs();
 }
 
 unsigned long OnGilTimedWaitBegin(const WatchEntry& e) noexcept {
+  // take_gil waits for the GIL: its request is a wait's start.
+  if (e.kind == ObjectKind::kGilCond) FlushRequest();
   // The mutex is held: switch_number cannot change under us.
   return *g_gils[e.gil].addr.switch_number;
 }
@@ -298,6 +334,7 @@ void OnGilCondSignal(const WatchEntry& e) noexcept {
       t_hook.last_tstate = tstate;
       recorder::Record(EventKind::kThreadState, e.gil, 0, tstate);
     }
+    FlushRequest();  // a release with no acquisition seen: keep the request
     const bool forced = g.drop_pending.load(std::memory_order_relaxed);
     Emit(EventKind::kReleased, e.gil, forced ? recorder::kFlagForced : 0);
     t_hook.held = 0;
@@ -320,9 +357,10 @@ void OnGilCondSignal(const WatchEntry& e) noexcept {
         r.switch_start = __atomic_load_n(g.addr.switch_number, __ATOMIC_RELAXED);
         r.holder_tstate_at_start = tstate;
       }
+      FlushRequest();  // not folded: the window opens at this acquisition
       Emit(EventKind::kAcquired, e.gil, recorder::kFlagAtStart);
     } else {
-      Emit(EventKind::kAcquired, e.gil, 0);
+      EmitAcquired(e.gil, 0);
     }
     t_hook.held = e.gil + 1;
   }

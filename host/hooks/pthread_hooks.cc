@@ -116,13 +116,13 @@ __attribute__((visibility("default"))) int pthread_cond_signal(pthread_cond_t* c
 
 // A wait with no timeout on a semaphore: how CPython blocks on a lock, an
 // event, a join. Marked on the thread's recorder slot for the deadlock
-// watchdog (threads without a slot pay one thread-local load).
+// watchdog (threads without a slot pay one thread-local load, no clock read).
 __attribute__((visibility("default"))) int sem_wait(sem_t* sem) {
   if (g_real_sem_wait == nullptr) [[unlikely]] ResolveRealFunctions();
-  gilscope::recorder::MarkLockWait(gilscope::recorder::NowNs());
+  gilscope::recorder::SlotHeader* marked = gilscope::recorder::BeginLockWait();
   const int rc = g_real_sem_wait(sem);
   const int saved_errno = errno;
-  gilscope::recorder::MarkLockWait(0);
+  gilscope::recorder::EndLockWait(marked);
   errno = saved_errno;
   return rc;
 }

@@ -71,6 +71,7 @@ std::unique_ptr<Arena> Arena::Create(const ArenaConfig& config, const std::strin
   for (std::uint32_t i = 0; i < config.slot_count; ++i) new (&arena->slots_[i]) SlotHeader{};
   arena->header_->slot_count = config.slot_count;
   arena->header_->ring_capacity = config.ring_capacity;
+  arena->header_->clock = CalibrateClock();
   // The magic goes last: a reader that sees it sees a fully laid-out arena.
   std::atomic_thread_fence(std::memory_order_release);
   arena->header_->magic = kArenaMagic;

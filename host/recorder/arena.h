@@ -25,6 +25,7 @@
 #include <memory>
 #include <string>
 
+#include "recorder/clock.h"
 #include "recorder/event.h"
 
 namespace gilscope::recorder {
@@ -89,6 +90,9 @@ struct alignas(64) ArenaHeader {
   std::atomic<std::uint32_t> next_process;
   std::atomic<std::uint64_t> gils_lost;       // GILs not registered: table full
   std::atomic<std::uint32_t> next_marker;     // run-wide marker name ids
+  // How every process of the run turns the TSC into nanoseconds (clock.h):
+  // written by Create before the magic, adopted by Install.
+  TscCalibration clock;
   RunRecord run;
   GilRecord gils[kMaxGils];
   ProcessRecord processes[kMaxProcesses];

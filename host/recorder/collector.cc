@@ -50,9 +50,15 @@ std::size_t Collector::DrainOnce() {
         tail += n;
       }
     } else {
+      // insert() grows the vector geometrically (an exact reserve each
+      // round would copy everything drained so far every time).
       std::vector<Event>& out = drained_[i];
-      out.reserve(out.size() + (head - tail));
-      for (; tail < head; ++tail) out.push_back(ring[tail & mask]);
+      while (tail < head) {
+        const std::uint64_t at = tail & mask;
+        const std::uint64_t n = std::min(head - tail, mask + 1 - at);  // up to the ring's end
+        out.insert(out.end(), ring + at, ring + at + n);
+        tail += n;
+      }
     }
     // release: our copies are done before the producer may reuse the cells.
     s.tail.store(head, std::memory_order_release);

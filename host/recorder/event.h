@@ -22,6 +22,9 @@ enum class EventKind : std::uint8_t {
   kWaitTimeout = 2,
   // The thread now holds the GIL (take_gil signalled switch_cond).
   // With kFlagAtStart: synthetic, the thread already held it when recording began.
+  // With kFlagRequestFolded: take_gil found the GIL free (it never waited on
+  // the GIL's cond), and its kRequest is folded into this event instead of
+  // being written: it was made `aux` nanoseconds before `ts`.
   kAcquired = 3,
   // The thread released the GIL (drop_gil signalled the GIL's cond).
   // With kFlagForced: a drop request was pending, so the release was forced
@@ -47,13 +50,14 @@ enum class EventKind : std::uint8_t {
 inline constexpr std::uint16_t kFlagDropRequest = 1u << 0;
 inline constexpr std::uint16_t kFlagAtStart = 1u << 1;
 inline constexpr std::uint16_t kFlagForced = 1u << 2;
+inline constexpr std::uint16_t kFlagRequestFolded = 1u << 3;
 
 struct Event {
   std::uint64_t ts;   // monotonic nanoseconds (kThreadState: the address)
   EventKind kind;
   std::uint8_t gil;   // index of the GIL in the run's GIL table
   std::uint16_t flags;
-  std::uint32_t aux;  // reserved, zero
+  std::uint32_t aux;  // kind-specific (kFrame: line; kAcquired folded: wait ns; markers: name id)
 };
 
 static_assert(sizeof(Event) == 16, "Event is 16 bytes: it is written on the hot path and streamed raw");

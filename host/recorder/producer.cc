@@ -57,6 +57,8 @@ void Install(Arena* arena) {
     pthread_atfork(nullptr, nullptr, &AfterForkInChild);
   }
   internal::t_producer = {};
+  // The run's time axis: the calibration its arena carries.
+  if (arena != nullptr) UseClock(arena->header().clock);
   g_arena.store(arena, std::memory_order_release);
 }
 

@@ -14,6 +14,7 @@
 #include <string_view>
 
 #include "recorder/arena.h"
+#include "recorder/clock.h"
 #include "recorder/event.h"
 
 namespace gilscope::recorder {
@@ -76,12 +77,17 @@ inline bool Record(EventKind kind, std::uint8_t gil, std::uint16_t flags, std::u
   return true;
 }
 
-// Marks the calling thread as blocked on a lock since `now_ns` (0: no longer).
-// Only threads that have a slot (Python threads) are marked.
-inline void MarkLockWait(std::uint64_t now_ns) noexcept {
-  if (SlotHeader* slot = internal::t_producer.slot) {
-    slot->lock_wait_since_ns.store(now_ns, std::memory_order_relaxed);
-  }
+// Marks the calling thread as blocked on a lock from now on, for the
+// deadlock watchdog. Only threads that have a slot (Python threads) are
+// marked, and only they pay for the clock read. Returns the slot to pass to
+// EndLockWait (nullptr: nothing marked).
+inline SlotHeader* BeginLockWait() noexcept {
+  SlotHeader* slot = internal::t_producer.slot;
+  if (slot != nullptr) slot->lock_wait_since_ns.store(NowNs(), std::memory_order_relaxed);
+  return slot;
+}
+inline void EndLockWait(SlotHeader* slot) noexcept {
+  if (slot != nullptr) slot->lock_wait_since_ns.store(0, std::memory_order_relaxed);
 }
 
 }  // namespace gilscope::recorder

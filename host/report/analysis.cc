@@ -15,6 +15,8 @@
 //     release with no kFrame right before it goes to "<unknown>").
 //   - kMark / kRegionBegin / kRegionEnd are timed but leave the GIL state
 //     alone; regions pair up per thread as a stack.
+//   - A kAcquired with kFlagRequestFolded (take_gil found the GIL free) is
+//     read as its kRequest, `aux` ns earlier, followed by the kAcquired.
 //   - Gaps left by dropped events are bridged by trusting the next event: a
 //     kAcquired with no kRequest still starts a hold (but yields no latency),
 //     a kWaitTimeout outside a wait starts one, a kRequest while holding ends
@@ -265,8 +267,21 @@ class ThreadWalker {
     // costs address space, not resident memory; and no regrowth copies.
     out.intervals.reserve(in.events.size() + 1);
     const std::size_t n = in.events.size();
+    // A kAcquired with kFlagRequestFolded stands for its kRequest and
+    // itself: the request is replayed first (same seq), then the acquisition.
+    bool replaying_request = false;
+    Event request;
     for (std::size_t seq = 0; seq < n && !exited; ++seq) {
-      const Event& e = in.events[seq];
+      const Event* ep = &in.events[seq];
+      if (ep->kind == EventKind::kAcquired && (ep->flags & recorder::kFlagRequestFolded) != 0) {
+        replaying_request = !replaying_request;
+        if (replaying_request) {
+          request = Event{ep->ts - std::min<std::uint64_t>(ep->aux, ep->ts), EventKind::kRequest, ep->gil, 0, 0};
+          ep = &request;
+          --seq;  // this acquisition again, next round (unsigned wrap-around is fine)
+        }
+      }
+      const Event& e = *ep;
       if (e.kind == EventKind::kThreadState) {
         tstate = e.ts;
         continue;

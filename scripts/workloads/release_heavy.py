@@ -44,6 +44,18 @@ def read_loop(fd, calls):
     return got
 
 
+def status_kib(field):
+    """A figure of this process from /proc/self/status, in KiB (None if absent)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=DEFAULT_CALLS,
@@ -51,11 +63,15 @@ def main():
     parser.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                         help="threads sharing the calls; 1 means the main "
                              "thread alone (default %(default)s)")
+    parser.add_argument("--rss", action="store_true",
+                        help="also print this process's resident memory (VmRSS) "
+                             "before and after the loop and its peak (VmHWM), in KiB")
     args = parser.parse_args()
     if args.calls < 0 or args.threads < 1:
         parser.error("--calls must be >= 0 and --threads >= 1")
 
     fd = os.open("/dev/zero", os.O_RDONLY)
+    rss_start = status_kib("VmRSS")
     try:
         if args.threads == 1:
             start, cpu_start = time.perf_counter(), time.process_time()
@@ -84,6 +100,9 @@ def main():
 
     print(f"release_heavy: threads={args.threads} calls={args.calls} "
           f"bytes={got} wall={wall:.3f}s cpu={cpu:.3f}s python={sys.version.split()[0]}")
+    if args.rss:
+        print(f"release_heavy: rss_start_kib={rss_start} rss_end_kib={status_kib('VmRSS')} "
+              f"hwm_kib={status_kib('VmHWM')}")
     if got != args.calls:
         sys.exit(1)
 

@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cerrno>
 #include <ctime>
+#include <memory>
 #include <thread>
 #include <vector>
 
@@ -90,22 +91,33 @@ struct FakeGil {
 };
 static_assert(sizeof(std::atomic<void*>) == sizeof(void*));
 
+// A fresh arena of `slots` slots, installed: the hooks record into it.
+std::unique_ptr<recorder::Arena> InstallArena(std::uint32_t slots) {
+  recorder::ArenaConfig config;
+  config.slot_count = slots;
+  auto arena = recorder::Arena::Create(config);
+  recorder::Install(arena.get());
+  return arena;
+}
+
+// Takes the GIL as `tstate` and starts watching it, as the host does.
+int TakeAndWatch(FakeGil& gil, int* tstate) {
+  gil.Take(tstate);
+  return hooks::StartGil(gil.Addresses(), hooks::GilMeta{}, reinterpret_cast<std::uintptr_t>(tstate));
+}
+
 // Two "interpreter loops" contend; one also releases voluntarily now and then.
 // The main thread holds the GIL when watching starts, like the host does.
 TEST(HooksTest, EventsMatchTheGilsOwnCountersExactly) {
-  recorder::ArenaConfig config;
-  config.slot_count = 8;
-  auto arena = recorder::Arena::Create(config);
-  recorder::Install(arena.get());
+  auto arena = InstallArena(8);
   recorder::Collector collector(*arena);
   collector.Start(std::chrono::microseconds(500));
 
   FakeGil gil;
   int main_tstate = 0, tstates[2] = {0, 0};
-  gil.Take(&main_tstate);
-
-  const unsigned long switches_before = gil.switch_number;
-  const int index = hooks::StartGil(gil.Addresses(), hooks::GilMeta{}, reinterpret_cast<std::uintptr_t>(&main_tstate));
+  const int index = TakeAndWatch(gil, &main_tstate);
+  const unsigned long switches_before = 1;  // main's take, before watching
+  ASSERT_EQ(gil.switch_number, switches_before);
   ASSERT_EQ(index, 0);
 
   constexpr int kRounds = 300;
@@ -158,10 +170,7 @@ TEST(HooksTest, EventsMatchTheGilsOwnCountersExactly) {
 }
 
 TEST(HooksTest, OtherMutexesRecordNothing) {
-  recorder::ArenaConfig config;
-  config.slot_count = 4;
-  auto arena = recorder::Arena::Create(config);
-  recorder::Install(arena.get());
+  auto arena = InstallArena(4);
   recorder::Collector collector(*arena);
   std::thread([] {
     pthread_mutex_t m = PTHREAD_MUTEX_INITIALIZER;
@@ -179,5 +188,66 @@ TEST(HooksTest, OtherMutexesRecordNothing) {
   recorder::Install(nullptr);
 }
 
+// A take that finds the GIL free writes no kRequest: it is folded into the
+// kAcquired (kFlagRequestFolded, aux = ns since the request). A take that
+// has to wait writes it. The analysis reads both as request + acquisition.
+TEST(HooksTest, UncontendedTakesFoldTheirRequest) {
+  auto arena = InstallArena(4);
+  recorder::Collector collector(*arena);
+
+  FakeGil gil;
+  int main_tstate = 0, other_tstate = 0;
+  ASSERT_EQ(TakeAndWatch(gil, &main_tstate), 0);
+  constexpr int kUncontended = 50;
+  for (int i = 0; i < kUncontended; ++i) {  // a blocking call: release, retake a free GIL
+    gil.Drop(&main_tstate);
+    gil.Take(&main_tstate);
+  }
+  // One contended take: the other thread asks while main holds the GIL, and
+  // gets it only when main releases it (after at least one timed wait).
+  std::thread other([&] {
+    gil.Take(&other_tstate);
+    gil.Drop(&other_tstate);
+  });
+  while (!gil.drop_request.load()) {
+    // Holding until the other thread's timeout has asked for the GIL.
+  }
+  gil.Drop(&main_tstate);
+  other.join();
+  gil.Take(&main_tstate);
+  hooks::StopGil(0);
+  collector.Stop();
+  std::vector<recorder::ThreadLog> logs = collector.Take();
+  std::size_t requests = 0, folded = 0, acquired = 0;
+  for (const auto& log : logs) {
+    for (const recorder::Event& e : log.events) {
+      requests += e.kind == recorder::EventKind::kRequest;
+      if (e.kind == recorder::EventKind::kAcquired && (e.flags & recorder::kFlagAtStart) == 0) {
+        ++acquired;
+        folded += (e.flags & recorder::kFlagRequestFolded) != 0;
+      }
+    }
+  }
+  report::RunTrace trace;
+  runner::CollectInto(*arena, std::move(logs), collector.dropped_no_slot(), trace);
+  recorder::Install(nullptr);
+
+  // main: kUncontended + 1 takes after releasing, the other thread 1.
+  EXPECT_EQ(acquired, kUncontended + 2u);
+  EXPECT_EQ(requests, 1u);  // the other thread's: it waited
+  EXPECT_GE(folded, kUncontended + 0u);
+  EXPECT_EQ(requests + folded, acquired);
+  const report::Analysis a = report::Analyze(trace);
+  ASSERT_EQ(a.threads.size(), 2u);
+  std::uint64_t waits = 0, acquisitions = 0;
+  for (const auto& t : a.threads) {
+    waits += t.waits;
+    acquisitions += t.acquisitions;
+    EXPECT_EQ(t.held_ns + t.waiting_ns + t.released_ns, t.lifetime_ns);
+  }
+  EXPECT_EQ(acquisitions, acquired);
+  EXPECT_EQ(waits, acquired);  // every acquisition ends a wait, folded or not
+  EXPECT_EQ(a.gils[0].switches, a.gils[0].cpython_switches);
+}
 }  // namespace
 }  // namespace gilscope

@@ -2,12 +2,16 @@
 // every loss counted above it, per-thread order kept.
 #include <gtest/gtest.h>
 
+#include <sys/wait.h>
+#include <unistd.h>
+
 #include <atomic>
 #include <cstdint>
 #include <thread>
 #include <vector>
 
 #include "recorder/arena.h"
+#include "recorder/clock.h"
 #include "recorder/collector.h"
 #include "recorder/event.h"
 #include "recorder/producer.h"
@@ -111,5 +115,71 @@ TEST_F(RecorderTest, ThreadsBeyondSlotCountAreCountedNotLost) {
   EXPECT_EQ(collector.dropped_no_slot(), 9u);
 }
 
+
+TEST(Clock, TscConversionIsAMultiplyAndShiftFromTheBase) {
+  TscCalibration c{};
+  c.tsc_base = 1000;
+  c.ns_base = 5'000'000'000;
+  c.mult = std::uint64_t{1} << (kTscShift - 1);  // half a nanosecond per tick
+  c.enabled = 1;
+  EXPECT_EQ(TscToNs(c, 1000), 5'000'000'000u);
+  EXPECT_EQ(TscToNs(c, 3000), 5'000'001'000u);
+  EXPECT_EQ(TscToNs(c, 10), 5'000'000'000u);  // a core a little behind the base: clamped, never wrapped
+  // Ticks whose product with mult overflows 64 bits (days at GHz rates).
+  EXPECT_EQ(TscToNs(c, 1000 + (std::uint64_t{1} << 40)), 5'000'000'000u + (std::uint64_t{1} << 39));
+}
+
+// Every arena of a process, and every process of a run, converts with one
+// calibration: the one the run's arena carries. NowNs() stays on the
+// CLOCK_MONOTONIC axis and never goes back, in this process and in a child.
+TEST(Clock, OneTimeAxisForTheRunAndItsChildren) {
+  auto first = Arena::Create(ArenaConfig{2, 64});
+  Install(first.get());
+  auto second = Arena::Create(ArenaConfig{2, 64});
+  const TscCalibration& a = first->header().clock;
+  const TscCalibration& b = second->header().clock;
+  EXPECT_EQ(a.enabled, b.enabled);
+  EXPECT_EQ(a.mult, b.mult);
+  EXPECT_EQ(a.tsc_base, b.tsc_base);
+  EXPECT_EQ(a.ns_base, b.ns_base);
+  EXPECT_STREQ(ClockSource(), a.enabled != 0 ? "tsc" : "monotonic");
+
+  // Within a millisecond of CLOCK_MONOTONIC, read between two of its reads.
+  const std::uint64_t before = MonotonicNs();
+  const std::uint64_t now = NowNs();
+  const std::uint64_t after = MonotonicNs();
+  EXPECT_GT(now + 1'000'000, before);
+  EXPECT_LT(now, after + 1'000'000);
+  std::uint64_t last = NowNs();
+  for (int i = 0; i < 100'000; ++i) {
+    const std::uint64_t t = NowNs();
+    ASSERT_GE(t, last);
+    last = t;
+  }
+
+  // A child stamps after its parent's stamp and before the parent's next one.
+  const std::uint64_t parent_before = NowNs();
+  int fds[2];
+  ASSERT_EQ(pipe(fds), 0);
+  const pid_t child = fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    Install(second.get());  // a spawned child adopts the arena's calibration this way
+    const std::uint64_t t = NowNs();
+    const bool ok = write(fds[1], &t, sizeof t) == static_cast<ssize_t>(sizeof t);
+    _exit(ok ? 0 : 1);
+  }
+  std::uint64_t child_ts = 0;
+  ASSERT_EQ(read(fds[0], &child_ts, sizeof child_ts), static_cast<ssize_t>(sizeof child_ts));
+  const std::uint64_t parent_after = NowNs();
+  int status = 0;
+  ASSERT_EQ(waitpid(child, &status, 0), child);
+  close(fds[0]);
+  close(fds[1]);
+  EXPECT_EQ(status, 0);
+  EXPECT_GE(child_ts, parent_before);
+  EXPECT_LE(child_ts, parent_after);
+  Install(nullptr);
+}
 }  // namespace
 }  // namespace gilscope::recorder

@@ -442,7 +442,7 @@ TEST(ReportAnalysis, RandomStreamsKeepEveryInvariant) {
         ms += pick(-2, 8);
         const auto kind = static_cast<EventKind>(pick(0, 7));
         const auto gil = static_cast<std::uint8_t>(pick(0, 2));
-        const auto flags = static_cast<std::uint16_t>(pick(0, 7));
+        const auto flags = static_cast<std::uint16_t>(pick(0, 15));
         events.push_back(kind == EventKind::kThreadState ? Tstate(static_cast<std::uint64_t>(pick(0, 3)))
                                                           : Make(kind, At(ms), gil, flags));
       }
@@ -454,5 +454,63 @@ TEST(ReportAnalysis, RandomStreamsKeepEveryInvariant) {
   }
 }
 
+TEST(ReportAnalysis, FoldedRequestsGiveTheSameFiguresAsWrittenOnes) {
+  // The hooks fold the kRequest of an uncontended take_gil into its
+  // kAcquired (kFlagRequestFolded, aux = ns since the request). A stream
+  // with folded requests must analyse exactly like the same stream with
+  // them written out, whatever the window clips.
+  auto folded = [](std::int64_t request_ms, std::int64_t acquired_ms) {
+    Event e = Acquired(acquired_ms);
+    e.flags |= recorder::kFlagRequestFolded;
+    e.aux = static_cast<std::uint32_t>(At(acquired_ms) - At(request_ms));
+    return e;
+  };
+  RunTrace written = EmptyRun(100);
+  written.gils = {Gil(0, 0xA, 3)};
+  RunTrace compact = written;
+  written.threads.push_back(Thread("A", 1,
+                                   {Tstate(0xA), AcquiredAtStart(), Released(10, false), Request(-1), Request(12),
+                                    Acquired(14), Released(20, true), Request(30), Timeout(35, true), Acquired(40),
+                                    Released(50, false), Request(60), Acquired(62), Released(70, false),
+                                    Request(99), Acquired(101), Exit(102)}));
+  compact.threads.push_back(Thread("A", 1,
+                                   {Tstate(0xA), AcquiredAtStart(), Released(10, false), Request(-1), Request(12),
+                                    Acquired(14), Released(20, true), Request(30), Timeout(35, true), Acquired(40),
+                                    Released(50, false), folded(60, 62), Released(70, false), folded(99, 101),
+                                    Exit(102)}));
+  written.threads.push_back(Thread("B", 2, {Tstate(0xB), Request(-5), Acquired(10), Released(12, true), Request(20),
+                                            Acquired(20), Released(30, true), Request(55), Acquired(56)}));
+  compact.threads.push_back(Thread("B", 2, {Tstate(0xB), folded(-5, 10), Released(12, true), folded(20, 20),
+                                            Released(30, true), folded(55, 56)}));
+  const Analysis a = Analyze(written);
+  const Analysis b = Analyze(compact);
+  ExpectConsistent(b);
+  ASSERT_EQ(a.threads.size(), b.threads.size());
+  for (std::size_t i = 0; i < a.threads.size(); ++i) {
+    SCOPED_TRACE(a.threads[i].name);
+    const ThreadStats& x = a.threads[i];
+    const ThreadStats& y = b.threads[i];
+    EXPECT_EQ(x.held_ns, y.held_ns);
+    EXPECT_EQ(x.waiting_ns, y.waiting_ns);
+    EXPECT_EQ(x.released_ns, y.released_ns);
+    EXPECT_EQ(x.lifetime_ns, y.lifetime_ns);
+    EXPECT_EQ(x.acquisitions, y.acquisitions);
+    EXPECT_EQ(x.waits, y.waits);
+    EXPECT_EQ(x.wait_p50_ms, y.wait_p50_ms);
+    EXPECT_EQ(x.wait_max_ms, y.wait_max_ms);
+    EXPECT_EQ(x.voluntary_stretches, y.voluntary_stretches);
+    EXPECT_EQ(x.voluntary_released_p50_ms, y.voluntary_released_p50_ms);
+    ASSERT_EQ(x.intervals.size(), y.intervals.size());
+    for (std::size_t k = 0; k < x.intervals.size(); ++k) {
+      EXPECT_EQ(x.intervals[k].start_ns, y.intervals[k].start_ns);
+      EXPECT_EQ(x.intervals[k].end_ns, y.intervals[k].end_ns);
+      EXPECT_EQ(x.intervals[k].state, y.intervals[k].state);
+    }
+  }
+  EXPECT_GT(b.threads[0].waiting_ns, 0u);
+  EXPECT_EQ(a.gils[0].switches, b.gils[0].switches);
+  EXPECT_EQ(a.gils[0].acquisitions, b.gils[0].acquisitions);
+  EXPECT_EQ(b.gils[0].acquisitions, 6u);
+}
 }  // namespace
 }  // namespace gilscope::report
