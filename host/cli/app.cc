@@ -55,6 +55,7 @@ struct RunCommand {
   int instances = 1;
   double timeout = 0;
   double deadlock_after = 5;
+  std::string memory_limit;
 };
 
 std::string VersionText() {
@@ -131,6 +132,8 @@ fs::path DefaultOutFolder(const std::string& script) {
 }
 
 int Run(const RunCommand& cmd) {
+  const std::uint64_t memory_limit =
+      cmd.memory_limit.empty() ? 0 : runner::ParseSize(cmd.memory_limit, "--memory-limit");
   runner::CheckScriptReadable(cmd.script);
   const fs::path out = cmd.out.empty() ? DefaultOutFolder(cmd.script) : fs::path(cmd.out);
   EnsureFolder(out);
@@ -147,6 +150,7 @@ int Run(const RunCommand& cmd) {
   options.python_home = GILSCOPE_PYTHON_HOME;
   options.child_executable = ChildExecutable();
   options.instances = cmd.instances;
+  options.memory_limit_bytes = memory_limit;
   const auto mode = runner::ParseMode(cmd.mode);
   if (!mode) throw runner::UsageError("unknown --mode '" + cmd.mode + "'");
   options.mode = *mode;
@@ -260,6 +264,9 @@ int Main(int argc, char** argv) {
   run_app->add_option("--deadlock-after", run.deadlock_after,
                       "Call it a deadlock when every thread has been blocked on a lock this long (default 5 s)")
       ->check(CLI::PositiveNumber);
+  run_app->add_option("--memory-limit", run.memory_limit,
+                      "Cap the script's data memory at SIZE (e.g. 512M, 2G): past it allocations fail and "
+                      "the script gets MemoryError instead of the machine swapping");
   run_app->add_flag("--no-hooks", run.no_hooks,
                     "Watch no GIL: the hooks only forward (baseline for measuring gilscope's overhead)");
 

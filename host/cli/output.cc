@@ -1,5 +1,8 @@
 #include "cli/output.h"
 
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -15,6 +18,14 @@ void EnsureFolder(const std::filesystem::path& dir) {
     throw OutputError("cannot create output folder '" + dir.string() + "': " +
                       (ec ? ec.message() : "not a folder"));
   }
+  // Writable? Found out now, before the run, not after it.
+  const std::filesystem::path probe = dir / ".gilscope-write-probe";
+  const int fd = ::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (fd < 0) {
+    throw OutputError("cannot write into output folder '" + dir.string() + "': " + std::strerror(errno));
+  }
+  ::close(fd);
+  ::unlink(probe.c_str());
 }
 
 void WriteFileAtomically(const std::filesystem::path& path,

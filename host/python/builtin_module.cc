@@ -2,7 +2,12 @@
 
 #include <Python.h>
 
+#include <fcntl.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <mutex>
+#include <nlohmann/json.hpp>
 #include <string_view>
 #include <unordered_map>
 #include <utility>
@@ -74,7 +79,54 @@ PyObject* Stop(PyObject*, PyObject*) {
   Py_RETURN_NONE;
 }
 
+// A str as UTF-8 (lone surrogates backslash-escaped); "" for anything else.
+std::string Utf8Of(PyObject* obj) {
+  if (obj == nullptr || !PyUnicode_Check(obj)) return "";
+  PyRef bytes = PyRef::Steal(PyUnicode_AsEncodedString(obj, "utf-8", "backslashreplace"));
+  if (!bytes) {
+    PyErr_Clear();
+    return "";
+  }
+  return std::string(PyBytes_AS_STRING(bytes.get()), static_cast<std::size_t>(PyBytes_GET_SIZE(bytes.get())));
+}
+
+// _exception(thread, type, message, traceback, main): appends one JSON line
+// to <arena>.exceptions-<pid>.jsonl, which the supervisor reads at the end
+// of the run (so an exception is kept even if the process crashes later).
+PyObject* RecordException(PyObject*, PyObject* args) {
+  PyObject *thread = nullptr, *type = nullptr, *message = nullptr, *traceback = nullptr;
+  int main = 0;
+  if (!PyArg_ParseTuple(args, "UUUUp", &thread, &type, &message, &traceback, &main)) return nullptr;
+  recorder::Arena* arena = recorder::Installed();
+  if (arena == nullptr || arena->path().empty()) Py_RETURN_NONE;
+  try {
+    nlohmann::json j = {{"pid", getpid()},
+                        {"native_id", static_cast<std::uint64_t>(syscall(SYS_gettid))},
+                        {"thread", Utf8Of(thread)},
+                        {"type", Utf8Of(type)},
+                        {"message", Utf8Of(message)},
+                        {"traceback", Utf8Of(traceback)},
+                        {"main", main != 0},
+                        {"time_ns", recorder::NowNs()}};
+    const std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+    const std::string path = arena->path() + ".exceptions-" + std::to_string(getpid()) + ".jsonl";
+    Py_BEGIN_ALLOW_THREADS
+    const int fd = open(path.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      // One write with O_APPEND: lines of concurrent threads do not mix.
+      (void)!write(fd, line.data(), line.size());
+      close(fd);
+    }
+    Py_END_ALLOW_THREADS
+  } catch (const std::exception&) {
+    // Out of memory: the exception goes unrecorded, the script is unaffected.
+  }
+  Py_RETURN_NONE;
+}
+
 PyMethodDef g_methods[] = {
+    {"_exception", RecordException, METH_VARARGS,
+     "Record an uncaught exception for gilscope's report (thread, type, message, traceback, main)."},
     {"_set_thread_name", SetThreadName, METH_O, "Name the calling thread in gilscope's recorder."},
     {"_stop", Stop, METH_NOARGS, "End gilscope's recording window (called from atexit)."},
     {"_mark", Mark, METH_VARARGS, "Put a marker on gilscope's timeline (name, kind)."},
@@ -100,11 +152,36 @@ PyObject* InitModule() { return PyModuleDef_Init(&g_module); }
 // Runs in a private namespace, never in __main__: the script must see the
 // same globals it would under plain python.
 constexpr const char* kHelpers = R"PY(
-import atexit, threading, _gilscope
+import atexit, sys, threading, _gilscope
+
+def _record_exception(exc_type, exc, tb, main):
+    # Never raises: whatever fails here, the script's own handling goes on.
+    try:
+        try:
+            thread = threading.current_thread().name
+        except BaseException:
+            thread = "?"
+        type_name = getattr(exc_type, "__qualname__", None) or getattr(exc_type, "__name__", "?")
+        module = getattr(exc_type, "__module__", None)
+        if module not in (None, "builtins", "__main__"):
+            type_name = module + "." + type_name
+        try:
+            message = str(exc)
+        except BaseException:
+            message = "<str() of the exception failed>"
+        try:
+            import traceback
+            text = "".join(traceback.format_exception(exc_type, exc, tb))
+        except BaseException:
+            text = ""
+        _gilscope._exception(str(thread), str(type_name), message, text, bool(main))
+    except BaseException:
+        pass
 
 def _install():
     original = threading.Thread._bootstrap_inner
     set_name = _gilscope._set_thread_name
+    exc_info = sys.exc_info
 
     def _bootstrap_inner(self):
         # Name the thread as soon as it runs, and again at its end in case
@@ -113,6 +190,17 @@ def _install():
             set_name(self.name)
         except Exception:
             pass
+        # An exception that ends the thread: recorded, then handed to the
+        # thread's own excepthook call exactly as before (threading.excepthook
+        # itself is left alone, so it prints, or not, as the script chose).
+        invoke = getattr(self, "_invoke_excepthook", None)
+        if invoke is not None:
+            def _invoke_excepthook(thread, _invoke=invoke):
+                exc_type, exc, tb = exc_info()
+                if exc_type is not None and not issubclass(exc_type, SystemExit):
+                    _record_exception(exc_type, exc, tb, False)
+                _invoke(thread)
+            self._invoke_excepthook = _invoke_excepthook
         try:
             original(self)
         finally:
@@ -127,6 +215,8 @@ def _install():
     # atexit runs after CPython has joined the non-daemon threads; ours is
     # registered first, so it runs after the script's own atexit handlers.
     atexit.register(_gilscope._stop)
+    # For the host: the script's own uncaught exception (before it prints).
+    _gilscope._record_exception = _record_exception
 
 def _public_module():
     import sys, types

@@ -100,6 +100,23 @@ int StatusOfSystemExit() {
   return 1;
 }
 
+// Hands the pending exception to the _gilscope helpers for the report
+// (type, message, traceback), leaving it pending for PyErr_Print.
+void RecordUncaughtException() {
+  PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
+  PyErr_Fetch(&type, &value, &tb);
+  PyErr_NormalizeException(&type, &value, &tb);
+  if (value != nullptr && tb != nullptr) PyException_SetTraceback(value, tb);
+  PyRef module = PyRef::Steal(PyImport_ImportModule("_gilscope"));
+  PyRef record = module ? PyRef::Steal(PyObject_GetAttrString(module.get(), "_record_exception")) : PyRef();
+  if (record && type != nullptr) {
+    PyRef r = PyRef::Steal(PyObject_CallFunctionObjArgs(record.get(), type, value ? value : Py_None,
+                                                        tb ? tb : Py_None, Py_True, nullptr));
+  }
+  PyErr_Clear();
+  PyErr_Restore(type, value, tb);
+}
+
 }  // namespace
 
 int Interpreter::RunMainScript(const std::string& path) { return RunScript(path, false); }
@@ -148,13 +165,20 @@ int RunScript(const std::string& path, bool fresh_namespace) {
     ThrowIfError("__main__.__file__");
   }
 
-  PyCompilerFlags flags = _PyCompilerFlags_INIT;
-  PyRef code = PyRef::Steal(
-      Py_CompileStringExFlags(source.str().c_str(), absolute.c_str(), Py_file_input, &flags, -1));
+  // compile() on the file's bytes, as python does for a script: the coding
+  // declaration and BOM are honoured, and a source that is not UTF-8 or
+  // holds NUL bytes is the SyntaxError (ValueError on 3.11) python raises,
+  // never a C string silently cut at the first NUL.
+  const std::string text = source.str();
+  PyRef bytes = PyRef::Steal(PyBytes_FromStringAndSize(text.data(), static_cast<Py_ssize_t>(text.size())));
+  PyObject* compile = bytes ? PyDict_GetItemString(PyEval_GetBuiltins(), "compile") : nullptr;  // borrowed
+  PyRef code = compile ? PyRef::Steal(PyObject_CallFunction(compile, "OOsii", bytes.get(), file.get(), "exec", 0, 1))
+                       : PyRef();
   PyRef result = code ? PyRef::Steal(PyEval_EvalCode(code.get(), globals, globals)) : PyRef();
   if (result) return 0;
   if (PyErr_ExceptionMatches(PyExc_SystemExit)) return StatusOfSystemExit();
   const bool interrupted = PyErr_ExceptionMatches(PyExc_KeyboardInterrupt);
+  RecordUncaughtException();
   PyErr_Print();  // the traceback, through sys.excepthook
   return interrupted ? 130 : 1;
 }

@@ -1,6 +1,7 @@
-// The page is host/report/html/report.html with four slots filled in:
+// The page is host/report/html/report.html with five slots filled in:
 // @@CSP_SCRIPT@@ (the script's hash for the Content-Security-Policy),
-// @@CSS@@, @@DATA@@ (the escaped JSON) and @@JS@@. The data document is
+// @@CSS@@, @@EXCEPTIONS@@ (static HTML, escaped), @@DATA@@ (the escaped
+// JSON) and @@JS@@. The data document is
 // streamed in pieces rather than built as one nlohmann::json: at a million
 // intervals its typed arrays alone are ~20 MB of base64.
 
@@ -15,6 +16,7 @@
 
 #include "report/html_assets.h"
 #include "report/json_writer.h"
+#include "report/text_util.h"
 
 namespace gilscope::report {
 namespace {
@@ -178,6 +180,45 @@ void WriteTimeline(std::ostream& out, const Analysis& analysis) {
   out << HtmlWriter::EscapeForScript(Dump(marker_names)) << '}';
 }
 
+// Text for an HTML element's content: valid UTF-8 (bad bytes become '?'),
+// markup characters escaped, newlines and tabs kept (for <pre>).
+std::string EscapeHtml(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  std::size_t begin = 0;
+  while (begin <= text.size()) {
+    std::size_t end = text.find('\n', begin);
+    if (end == std::string_view::npos) end = text.size();
+    for (char c : Sanitize(text.substr(begin, end - begin))) {
+      switch (c) {
+        case '&': out += "&amp;"; break;
+        case '<': out += "&lt;"; break;
+        case '>': out += "&gt;"; break;
+        case '"': out += "&quot;"; break;
+        case '\'': out += "&#39;"; break;
+        default: out += c;
+      }
+    }
+    if (end < text.size()) out += '\n';
+    begin = end + 1;
+  }
+  return out;
+}
+
+// The script's uncaught exceptions: a panel of its own, drawn without
+// JavaScript (so even a page whose script fails shows them).
+void WriteExceptions(std::ostream& out, const RunTrace& trace) {
+  if (trace.exceptions.empty()) return;
+  out << "  <section class=\"panel exceptions\" id=\"exceptions-panel\">\n"
+      << "    <h2>Exceptions (" << trace.exceptions.size() << " uncaught, each ended its thread)</h2>\n";
+  for (const ScriptException& e : trace.exceptions) {
+    out << "    <h3>" << EscapeHtml(e.thread) << " (pid " << e.pid << "): " << EscapeHtml(e.type);
+    if (!e.message.empty()) out << ": " << EscapeHtml(e.message);
+    out << "</h3>\n    <pre>" << EscapeHtml(e.traceback) << "</pre>\n";
+  }
+  out << "  </section>\n";
+}
+
 // Writes `page` up to the slot named `slot` and returns what follows it.
 std::string_view WriteUntil(std::ostream& out, std::string_view page, std::string_view slot) {
   const std::size_t at = page.find(slot);
@@ -244,6 +285,8 @@ void HtmlWriter::Write(const RunTrace& trace, const Analysis& analysis) const {
   out_ << "'sha256-" << HexToBase64(html_assets::kJsSha256Hex) << "'";
   page = WriteUntil(out_, page, "@@CSS@@");
   out_.write(html_assets::kCss, static_cast<std::streamsize>(html_assets::kCssSize));
+  page = WriteUntil(out_, page, "@@EXCEPTIONS@@");
+  WriteExceptions(out_, trace);
   page = WriteUntil(out_, page, "@@DATA@@");
   out_ << "{\"report\":" << EscapeForScript(Dump(JsonWriter::ToJson(trace, analysis))) << ",\"timeline\":";
   WriteTimeline(out_, analysis);

@@ -110,6 +110,21 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
     doc["deadlock"] = {{"summary", trace.deadlock.summary}, {"threads", std::move(threads)}};
   }
 
+  if (!trace.exceptions.empty()) {
+    ordered_json exceptions = ordered_json::array();
+    for (const ScriptException& e : trace.exceptions) {
+      exceptions.push_back({{"thread", e.thread},
+                            {"native_id", e.native_id},
+                            {"pid", e.pid},
+                            {"main", e.main},
+                            {"type", e.type},
+                            {"message", e.message},
+                            {"traceback", e.traceback},
+                            {"time_s", e.time_ns >= analysis.start_ns ? Seconds(e.time_ns - analysis.start_ns) : 0.0}});
+    }
+    doc["exceptions"] = std::move(exceptions);
+  }
+
   ordered_json threads = ordered_json::array();
   for (const ThreadStats& t : analysis.threads) {
     ordered_json row = {

@@ -172,6 +172,17 @@ std::string RunJson(const RunTrace& run) {
                                    {"holds", EncodeStrings(b.holds)},
                                    {"stack", EncodeString(b.stack)}});
   }
+  ordered_json exceptions = ordered_json::array();
+  for (const ScriptException& e : run.exceptions) {
+    exceptions.push_back({{"pid", e.pid},
+                          {"native_id", e.native_id},
+                          {"thread", EncodeString(e.thread)},
+                          {"type", EncodeString(e.type)},
+                          {"message", EncodeString(e.message)},
+                          {"traceback", EncodeString(e.traceback)},
+                          {"main", e.main},
+                          {"time_ns", e.time_ns}});
+  }
   ordered_json code = ordered_json::array();
   for (const CodeInfo& c : run.code) {
     code.push_back({{"id", c.id},
@@ -191,6 +202,7 @@ std::string RunJson(const RunTrace& run) {
   // Added after the first files were written: readers treat them as optional.
   doc["processes"] = std::move(processes);
   doc["deadlock"] = std::move(deadlock);
+  if (!exceptions.empty()) doc["exceptions"] = std::move(exceptions);
   return Dump(doc);
 }
 
@@ -700,6 +712,26 @@ class Parser {
         b.holds = Strings(get(tj, p, "holds"), p + ".holds");
         b.stack = String(get(tj, p, "stack"), p + ".stack");
         run.deadlock.threads.push_back(std::move(b));
+      }
+    }
+
+    if (doc.contains("exceptions")) {
+      n = 0;
+      for (const json& ej : Array(doc["exceptions"], "exceptions")) {
+        const std::string p = "exceptions[" + std::to_string(n++) + "]";
+        Object(ej, p);
+        ScriptException e;
+        e.pid = U32(get(ej, p, "pid"), p + ".pid");
+        e.native_id = U64(get(ej, p, "native_id"), p + ".native_id");
+        e.thread = String(get(ej, p, "thread"), p + ".thread");
+        e.type = String(get(ej, p, "type"), p + ".type");
+        e.message = String(get(ej, p, "message"), p + ".message");
+        e.traceback = String(get(ej, p, "traceback"), p + ".traceback");
+        const json& main = get(ej, p, "main");
+        if (!main.is_boolean()) FieldFail(p + ".main", "expected true or false, found " + Describe(main));
+        e.main = main.get<bool>();
+        e.time_ns = U64(get(ej, p, "time_ns"), p + ".time_ns");
+        run.exceptions.push_back(std::move(e));
       }
     }
 

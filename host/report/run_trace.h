@@ -52,7 +52,10 @@ struct ProcessInfo {
   std::uint32_t pid = 0;
   std::uint32_t parent_pid = 0;
   std::string role;               // "host", "instance", "fork", "spawn"
-  std::string status;             // "ok", "error", "crashed", "running"
+  // "ok", "error", "crashed", "running" (outlived the run), "ended" (gone
+  // without recording its end, e.g. killed by a signal its parent reaped;
+  // exit_status -1)
+  std::string status;
   int exit_status = 0;
   int instance = -1;
 };
@@ -87,6 +90,19 @@ struct Deadlock {
   std::vector<BlockedThread> threads;
 };
 
+// An exception that ended a thread of the script (or the script itself):
+// what the thread's excepthook or python's traceback printed.
+struct ScriptException {
+  std::uint32_t pid = 0;
+  std::uint64_t native_id = 0;     // the thread's gettid()
+  std::string thread;              // its Python name, e.g. "Thread-1 (work)"
+  std::string type;                // e.g. "ValueError", "mod.CustomError"
+  std::string message;             // str(exception)
+  std::string traceback;           // as the traceback module formats it
+  bool main = false;               // true: uncaught in the script's main thread
+  std::uint64_t time_ns = 0;       // when it was recorded (monotonic)
+};
+
 struct RunTrace {
   RunInfo info;
   // The recording window in the events' clock (monotonic ns). Intervals are
@@ -99,6 +115,7 @@ struct RunTrace {
   std::vector<CodeInfo> code;               // for kFrame events
   std::vector<std::string> marker_names;    // for kMark / kRegion* events
   Deadlock deadlock;                        // status "deadlock" only
+  std::vector<ScriptException> exceptions;  // in the order they happened
   std::uint64_t dropped_no_slot = 0;  // events from threads that found no free recorder slot
 };
 

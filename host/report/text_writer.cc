@@ -400,6 +400,21 @@ void PrintLegend(std::ostream& out) {
 
 }  // namespace
 
+namespace {
+
+// Multi-line text (a stack, a traceback), each line sanitised and indented.
+void PrintIndented(std::ostream& out, const std::string& text) {
+  std::size_t begin = 0;
+  while (begin < text.size()) {
+    std::size_t end = text.find('\n', begin);
+    if (end == std::string::npos) end = text.size();
+    out << "    " << Sanitize(std::string_view(text).substr(begin, end - begin)) << '\n';
+    begin = end + 1;
+  }
+}
+
+}  // namespace
+
 // A deadlock: who waits for which lock, who holds it, and every stack.
 void PrintDeadlock(std::ostream& out, const Style& style, const RunTrace& trace) {
   const Deadlock& d = trace.deadlock;
@@ -416,19 +431,23 @@ void PrintDeadlock(std::ostream& out, const Style& style, const RunTrace& trace)
       for (const std::string& h : b.holds) out << ' ' << Sanitize(h);
     }
     out << '\n';
-    std::string line;
-    for (char c : b.stack) {
-      if (c == '\n') {
-        out << "    " << Sanitize(line) << '\n';
-        line.clear();
-      } else {
-        line += c;
-      }
-    }
-    if (!line.empty()) out << "    " << Sanitize(line) << '\n';
+    PrintIndented(out, b.stack);
   }
   out << "  Fix: take the locks in one global order, or acquire(timeout=...) and back off "
          "(scripts/guide/09_lock_ordering.py).\n";
+}
+
+// Uncaught exceptions: which thread, what, and the traceback it printed.
+void PrintExceptions(std::ostream& out, const Style& style, const RunTrace& trace) {
+  if (trace.exceptions.empty()) return;
+  out << '\n' << style.Red(style.Bold("Exceptions")) << " (uncaught, each ended its thread)\n";
+  for (const ScriptException& e : trace.exceptions) {
+    out << "  " << Sanitize(e.thread) << " (pid " << e.pid << ", native id " << e.native_id
+        << "): " << Sanitize(e.type);
+    if (!e.message.empty()) out << ": " << Sanitize(e.message);
+    out << '\n';
+    PrintIndented(out, e.traceback);
+  }
 }
 
 // Several processes: who they were and how each ended.
@@ -448,6 +467,7 @@ void TextWriter::Write(const RunTrace& trace, const Analysis& analysis) const {
   const Style style(color_);
   PrintHeader(out_, style, trace, analysis);
   PrintDeadlock(out_, style, trace);
+  PrintExceptions(out_, style, trace);
   PrintGilTax(out_, style, analysis);
   PrintFindings(out_, style, FindIssues(trace, analysis));
   PrintGils(out_, style, analysis);

@@ -6,10 +6,14 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/syscall.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
+#include <cctype>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -128,19 +132,58 @@ void StopMainInterpreter() {
   WriteNamesFile();
 }
 
-// Reads and removes every names file of the run into meta.code/marker_names.
-void CollectNames(const std::string& arena_path, report::RunTrace& meta) {
+// Calls read(stream) on every file the run's processes left beside the
+// arena named <arena><infix><pid><extension>, then removes it.
+template <typename Read>
+void ConsumeRunFiles(const std::string& arena_path, const std::string& infix, const std::string& extension,
+                     Read read) {
   namespace fs = std::filesystem;
   const fs::path arena(arena_path);
-  const std::string prefix = arena.filename().string() + ".names-";
+  const std::string prefix = arena.filename().string() + infix;
   std::error_code ec;
+  std::vector<fs::path> files;
   for (const auto& entry : fs::directory_iterator(arena.parent_path(), ec)) {
     const std::string name = entry.path().filename().string();
-    if (name.rfind(prefix, 0) != 0 || entry.path().extension() != ".json") continue;
-    std::ifstream in(entry.path());
+    if (name.rfind(prefix, 0) == 0 && entry.path().extension() == extension) files.push_back(entry.path());
+  }
+  for (const fs::path& file : files) {
+    std::ifstream in(file);
+    read(in);
+    in.close();
+    fs::remove(file, ec);
+  }
+}
+
+// Every uncaught exception the run's processes recorded, in time order.
+void CollectExceptions(const std::string& arena_path, report::RunTrace& meta) {
+  ConsumeRunFiles(arena_path, ".exceptions-", ".jsonl", [&meta](std::istream& in) {
+    std::string line;
+    while (std::getline(in, line)) {
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, /*allow_exceptions=*/false);
+      if (!j.is_object()) continue;  // a line cut short by a crash
+      report::ScriptException e;
+      e.pid = j.value("pid", 0u);
+      e.native_id = j.value("native_id", std::uint64_t{0});
+      e.thread = j.value("thread", "");
+      e.type = j.value("type", "");
+      e.message = j.value("message", "");
+      e.traceback = j.value("traceback", "");
+      e.main = j.value("main", false);
+      e.time_ns = j.value("time_ns", std::uint64_t{0});
+      meta.exceptions.push_back(std::move(e));
+    }
+  });
+  std::stable_sort(meta.exceptions.begin(), meta.exceptions.end(),
+                   [](const report::ScriptException& a, const report::ScriptException& b) {
+                     return a.time_ns < b.time_ns;
+                   });
+}
+
+// Reads and removes every names file of the run into meta.code/marker_names.
+void CollectNames(const std::string& arena_path, report::RunTrace& meta) {
+  ConsumeRunFiles(arena_path, ".names-", ".json", [&meta](std::istream& in) {
     const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
-    fs::remove(entry.path(), ec);
-    if (!j.is_object()) continue;
+    if (!j.is_object()) return;
     for (const auto& c : j.value("code", nlohmann::json::array())) {
       if (!c.is_array() || c.size() != 4) continue;
       report::CodeInfo info;
@@ -157,7 +200,7 @@ void CollectNames(const std::string& arena_path, report::RunTrace& meta) {
       if (meta.marker_names.size() <= id) meta.marker_names.resize(id + 1);
       meta.marker_names[id] = m[1].get<std::string>();
     }
-  }
+  });
 }
 
 // The watchdog's description of a deadlock, if it left one (and removes it).
@@ -381,6 +424,34 @@ std::vector<Mode> SupportedModes() {
   return modes;
 }
 
+std::uint64_t ParseSize(const std::string& text, const std::string& option) {
+  const auto bad = [&]() {
+    return UsageError(option + ": '" + text + "' is not a size (examples: 512M, 2G, 1.5G, 100000K)");
+  };
+  std::size_t used = 0;
+  double number = 0;
+  try {
+    number = std::stod(text, &used);
+  } catch (const std::exception&) {
+    throw bad();
+  }
+  if (!(number > 0) || !std::isfinite(number) || text.find_first_of("xXpP") != std::string::npos) throw bad();
+  std::string unit = text.substr(used);
+  for (char& c : unit) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  if (unit.size() >= 2 && unit.compare(unit.size() - 2, 2, "IB") == 0) unit.resize(unit.size() - 2);
+  else if (unit.size() >= 2 && unit.back() == 'B') unit.pop_back();
+  double scale = 1;
+  if (unit.empty() || unit == "B") scale = 1;
+  else if (unit == "K") scale = 1024.0;
+  else if (unit == "M") scale = 1024.0 * 1024;
+  else if (unit == "G") scale = 1024.0 * 1024 * 1024;
+  else if (unit == "T") scale = 1024.0 * 1024 * 1024 * 1024;
+  else throw bad();
+  const double bytes = number * scale;
+  if (bytes < 1 || bytes > 1e18) throw bad();
+  return static_cast<std::uint64_t>(bytes);
+}
+
 void CheckScriptReadable(const std::string& path) {
   struct stat st {};
   if (stat(path.c_str(), &st) != 0) {
@@ -394,6 +465,35 @@ void CheckScriptReadable(const std::string& path) {
 }
 
 namespace {
+
+// The data memory this process has mapped (VmData: heap, private writable
+// mappings, stacks), in bytes; 0 when unknown.
+std::uint64_t MappedDataBytes() {
+  std::ifstream status("/proc/self/status");
+  std::string line;
+  while (std::getline(status, line)) {
+    if (line.rfind("VmData:", 0) == 0) return std::strtoull(line.c_str() + 7, nullptr, 10) * 1024;
+  }
+  return 0;
+}
+
+// --memory-limit, in the runner only (children inherit it): RLIMIT_DATA, not
+// RLIMIT_AS, because the event arena is a 2 GiB MAP_SHARED mapping that
+// RLIMIT_DATA ignores (Linux >= 4.7 counts private writable mappings and
+// brk), and under AddressSanitizer the shadow reservation alone exceeds any
+// address-space limit. The limit is on top of what is already mapped, so
+// gilscope's own start-up does not eat into the script's share.
+void ApplyMemoryLimit(std::uint64_t bytes) {
+  if (bytes == 0) return;
+  const rlim_t limit = static_cast<rlim_t>(MappedDataBytes() + bytes);
+  rlimit current{};
+  getrlimit(RLIMIT_DATA, &current);
+  rlimit wanted{limit, limit};
+  if (current.rlim_max != RLIM_INFINITY && current.rlim_max < limit) wanted = {current.rlim_max, current.rlim_max};
+  if (setrlimit(RLIMIT_DATA, &wanted) != 0) {
+    std::fprintf(stderr, "gilscope: --memory-limit: setrlimit(RLIMIT_DATA): %s\n", std::strerror(errno));
+  }
+}
 
 // The runner: the child process that starts Python and runs the script.
 // Records into the inherited arena; returns the run's exit status.
@@ -544,6 +644,7 @@ report::RunTrace RunScript(const RunOptions& options) {
   if (runner == 0) {
     int status = 1;
     try {
+      ApplyMemoryLimit(options.memory_limit_bytes);
       status = RunnerMain(options, arena);
     } catch (const std::exception& e) {
       std::fprintf(stderr, "gilscope: %s\n", e.what());
@@ -560,6 +661,10 @@ report::RunTrace RunScript(const RunOptions& options) {
   const RunnerEnd end = WaitForRunner(arena, runner, options.timeout_s);
   sigaction(SIGINT, &old_int, nullptr);
   collector.Stop();
+  // A process of the run may outlive the runner (multiprocessing's resource
+  // tracker, a detached child) and go on recording: the collector's last
+  // drain in its destructor must not reach events.raw once it is finished.
+  collector.SetSink(nullptr);
 
   report::RunTrace meta;
   meta.info.gilscope_version = GILSCOPE_VERSION;
@@ -604,7 +709,17 @@ report::RunTrace RunScript(const RunOptions& options) {
     raw.SetStream(identity, log.slot);
   }
   CollectInto(arena, std::move(logs), collector.dropped_no_slot(), meta);
+  // A process that never recorded its end but is gone was killed by a
+  // signal (a pool's terminate() sends SIGTERM) and reaped by its parent in
+  // the script, so its status is unknown: "ended", exit status -1.
+  for (report::ProcessInfo& p : meta.processes) {
+    if (p.status == "running" && kill(static_cast<pid_t>(p.pid), 0) != 0 && errno == ESRCH) {
+      p.status = "ended";
+      p.exit_status = -1;
+    }
+  }
   CollectNames(arena.path(), meta);
+  CollectExceptions(arena.path(), meta);
   ReadDeadlock(arena.path(), meta);
   // The supervisor's own process record is not part of the run.
   std::erase_if(meta.processes, [](const report::ProcessInfo& p) { return p.role == "supervisor"; });

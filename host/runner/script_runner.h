@@ -22,6 +22,7 @@
 // in os._exit. Process-wide: call RunScript once per process.
 #pragma once
 
+#include <cstdint>
 #include <optional>
 #include <stdexcept>
 #include <string>
@@ -66,6 +67,11 @@ struct RunOptions {
   // > 0: a run whose threads are all blocked on locks this long is a
   // deadlock (status "deadlock", exit 3).
   double deadlock_after_s = 0;
+  // > 0: the runner (and every process it starts) may map this many bytes
+  // of data memory (heap, private mappings, thread stacks) beyond what it
+  // had before Python started; past that, allocations fail and Python raises
+  // MemoryError. RLIMIT_DATA, so the shared event arena does not count.
+  std::uint64_t memory_limit_bytes = 0;
   // false: the pthread functions still forward but no GIL is watched, so
   // nothing is recorded (the baseline for overhead measurements).
   bool hooks = true;
@@ -85,6 +91,11 @@ inline constexpr int kExitInterrupted = 130;
 // Throws UsageError when the run cannot start as asked; std::runtime_error
 // when the host itself cannot work (the hooks are not bound).
 report::RunTrace RunScript(const RunOptions& options);
+
+// "512M", "2G", "1.5G", "65536" (bytes), "100K", "1T" (powers of 1024; an
+// optional trailing "B" or "iB"): the byte count. Throws UsageError naming
+// the value when it is not one, or is zero.
+std::uint64_t ParseSize(const std::string& text, const std::string& option);
 
 // Checks that `path` names a readable regular file; throws UsageError.
 void CheckScriptReadable(const std::string& path);

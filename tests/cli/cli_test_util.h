@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 #include <string>
 
@@ -38,6 +39,19 @@ inline std::filesystem::path OutDir(const std::string& name) {
   std::filesystem::path d = std::filesystem::path(GILSCOPE_TEST_OUT) / name;
   std::filesystem::remove_all(d);
   return d;
+}
+
+// Writes `body` (any bytes) to dir/name, creating dir; returns the path.
+inline std::filesystem::path Script(const std::filesystem::path& dir, const std::string& name,
+                                    const std::string& body) {
+  std::filesystem::create_directories(dir);
+  std::ofstream(dir / name, std::ios::binary) << body;
+  return dir / name;
+}
+
+inline std::string ReadText(const std::filesystem::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 inline nlohmann::json ReadJson(const std::filesystem::path& p) {

@@ -21,13 +21,8 @@ using nlohmann::json;
 using gilscope::testing::Gilscope;
 using gilscope::testing::OutDir;
 using gilscope::testing::ReadJson;
+using gilscope::testing::Script;
 using gilscope::testing::Workload;
-
-fs::path Script(const fs::path& dir, const std::string& name, const std::string& body) {
-  fs::create_directories(dir);
-  std::ofstream(dir / name) << body;
-  return dir / name;
-}
 
 TEST(ReliabilityTest, SegfaultInCCodeKeepsTheEventsAndSaysCrashed) {
   const fs::path dir = OutDir("segv");
