@@ -272,6 +272,20 @@ TracePlan PlanChromeTrace(const Analysis& analysis, std::uint64_t max_events) {
       if (plan.events <= max_events || width >= window) break;
       width *= 2;
     }
+    // Doubling may overshoot by up to 2x: narrow the width back towards the
+    // limit (a few passes), keeping as much detail as fits.
+    std::uint64_t fits = width;
+    std::uint64_t too_small = width / 2;
+    for (int pass = 0; pass < 6 && fits - too_small > 1 && plan.events <= max_events; ++pass) {
+      const std::uint64_t mid = too_small + (fits - too_small) / 2;
+      if (CountEvents(analysis, mid, false) <= max_events) {
+        fits = mid;
+      } else {
+        too_small = mid;
+      }
+    }
+    width = fits;
+    plan.events = CountEvents(analysis, width, false);
     plan.merge_below_ns = width;
   }
   plan.reason = "the complete trace would hold " + std::to_string(plan.full_events) + " events (limit " +

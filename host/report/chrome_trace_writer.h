@@ -26,7 +26,8 @@
 //
 // Viewers choke on huge files, so the trace is planned before it is written
 // (PlanChromeTrace): when the complete trace would hold more than max_events
-// timeline events (about 150 bytes each: the default 2,000,000 is ~300 MB),
+// timeline events (about 160 bytes each with function names: the default
+// 1,200,000 is ~190 MB, below the ~256 MB where chrome://tracing fails),
 // the hand-off arrows are left out first; if that is not enough, slices
 // shorter than a width w are merged into one slice per stretch of at least w
 // ("... (aggregated)", named after the state or holder that dominated it),
@@ -60,7 +61,7 @@ struct TracePlan {
 
 class ChromeTraceWriter {
  public:
-  static constexpr std::uint64_t kDefaultMaxEvents = 2'000'000;
+  static constexpr std::uint64_t kDefaultMaxEvents = 1'200'000;
   static constexpr std::uint64_t kMaxMarkers = 100'000;
   // tid of GIL <id>'s lane; far above any thread index.
   static constexpr std::uint64_t kGilTidBase = 1'000'000;

@@ -923,6 +923,8 @@
       redraw = Math.min(redraw, timeline.lastDrawMs());
     }
     body.setAttribute('data-redraw-ms', redraw.toFixed(1));
+    /* From navigation start to here: parsing the page and its data included. */
+    body.setAttribute('data-ready-ms', performance.now().toFixed(0));
     if (body.getAttribute('data-timeline') !== 'error') body.setAttribute('data-timeline', 'drawn');
   }
 
