@@ -85,7 +85,8 @@ std::string ChildExecutableOrSelf() {
 
 // Writes every output of a run into `out`, each file whole or not at all.
 void WriteOutputs(const report::RunTrace& trace, const report::Analysis& analysis, const fs::path& out) {
-  std::uint64_t omitted_slices = 0;
+  bool aggregated = false;
+  std::string reason;
   WriteFileAtomically(out / "report.json",
                       [&](std::ostream& os) { report::JsonWriter(os).Write(trace, analysis); });
   WriteFileAtomically(out / "report.txt",
@@ -95,12 +96,10 @@ void WriteOutputs(const report::RunTrace& trace, const report::Analysis& analysi
   WriteFileAtomically(out / "trace.json", [&](std::ostream& os) {
     report::ChromeTraceWriter writer(os);
     writer.Write(trace, analysis);
-    omitted_slices = writer.OmittedSlices();
+    aggregated = writer.plan().aggregated();
+    reason = writer.plan().reason;
   });
-  if (omitted_slices > 0) {
-    spdlog::warn("trace.json holds the run's beginning only: {} timeline events were left out to keep it "
-                 "loadable", omitted_slices);
-  }
+  if (aggregated) spdlog::warn("trace.json is aggregated to stay loadable: {}", reason);
 }
 
 // Prints the report in `format` (text or json) to stdout.

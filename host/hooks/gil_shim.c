@@ -73,26 +73,42 @@ int gilscope_interp_shares_main_gil(void* interp) {
 
 #define GILSCOPE_CODE_SLOTS 16384 /* a power of two */
 
-/* Code objects seen by the probe, each holding one strong reference.
- * Open addressing; a slot goes from NULL to a code object once (CAS). */
+/* Code objects seen by the probe, each holding one strong reference taken by
+ * a thread of the interpreter that owns it (its GIL held), tagged with that
+ * interpreter so that each interpreter drops only its own references, at
+ * its end (a subinterpreter's objects must not outlive it). The same object
+ * seen from two interpreters (the static, immortal code of deep-frozen
+ * modules) gets one entry per interpreter. Open addressing; a slot is
+ * claimed by CAS on g_codes, then g_interps is published; a drain clears
+ * only its interpreter's slots, which may leave a duplicate entry behind a
+ * cleared one: harmless, each holds its own reference. */
 static PyObject* g_codes[GILSCOPE_CODE_SLOTS];
+static PyInterpreterState* g_interps[GILSCOPE_CODE_SLOTS];
 
-static int keep_code(PyObject* code) {
-  uintptr_t h = ((uintptr_t)code * 0x9E3779B97F4A7C15ull) >> 50; /* 14 bits */
+static int keep_code(PyObject* code, PyInterpreterState* interp) {
+  uintptr_t h = (((uintptr_t)code ^ (uintptr_t)interp) * 0x9E3779B97F4A7C15ull) >> 50; /* 14 bits */
   for (unsigned i = 0; i < GILSCOPE_CODE_SLOTS; ++i) {
-    PyObject** slot = &g_codes[(h + i) & (GILSCOPE_CODE_SLOTS - 1)];
-    PyObject* seen = __atomic_load_n(slot, __ATOMIC_ACQUIRE);
-    if (seen == code) return 0;
+    const unsigned s = (h + i) & (GILSCOPE_CODE_SLOTS - 1);
+    PyObject* seen = __atomic_load_n(&g_codes[s], __ATOMIC_ACQUIRE);
+    if (seen == code && __atomic_load_n(&g_interps[s], __ATOMIC_ACQUIRE) == interp) return 0;
     if (seen == NULL) {
       PyObject* expected = NULL;
-      if (__atomic_compare_exchange_n(slot, &expected, code, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+      if (__atomic_compare_exchange_n(&g_codes[s], &expected, code, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
         Py_INCREF(code);
+        __atomic_store_n(&g_interps[s], interp, __ATOMIC_RELEASE);
         return 0;
       }
-      if (expected == code) return 0;
     }
   }
   return -1;
+}
+
+/* The high 16 bits of a code id: the interpreter's id, so that code objects
+ * of two interpreters of one process at the same address (one freed, the
+ * other allocated there) never share an id. User-space addresses fit in the
+ * low 48 bits on Linux x86-64 and arm64. */
+static uint64_t code_id_of(PyObject* code, PyInterpreterState* interp) {
+  return (uint64_t)(uintptr_t)code | ((uint64_t)(PyInterpreterState_GetID(interp) & 0xFFFF) << 48);
 }
 
 static _PyInterpreterFrame* current_frame(PyThreadState* tstate) {
@@ -116,6 +132,8 @@ static PyObject* frame_code(_PyInterpreterFrame* f) {
 static __thread PyObject* t_last_code;
 static __thread int t_last_lasti = -1;
 static __thread uint32_t t_last_line;
+static __thread uint64_t t_last_id;
+static __thread PyInterpreterState* t_last_interp;
 
 int gilscope_probe_frame(const void* tstate_ptr, uint64_t* code_id, uint32_t* line) {
   PyThreadState* tstate = (PyThreadState*)tstate_ptr;
@@ -126,30 +144,36 @@ int gilscope_probe_frame(const void* tstate_ptr, uint64_t* code_id, uint32_t* li
   PyObject* code = frame_code(f);
   if (code == NULL || !PyCode_Check(code)) return -1;
   const int lasti = _PyInterpreterFrame_LASTI(f);
-  if (code != t_last_code || lasti != t_last_lasti) {
+  if (code != t_last_code || lasti != t_last_lasti || tstate->interp != t_last_interp) {
     const int l = PyCode_Addr2Line((PyCodeObject*)code, lasti * (int)sizeof(_Py_CODEUNIT));
-    if (keep_code(code) != 0) return -1;
+    if (keep_code(code, tstate->interp) != 0) return -1;
     t_last_code = code;
     t_last_lasti = lasti;
     t_last_line = l > 0 ? (uint32_t)l : 0;
+    t_last_id = code_id_of(code, tstate->interp);
+    t_last_interp = tstate->interp;
   }
-  *code_id = (uint64_t)(uintptr_t)code;
+  *code_id = t_last_id;
   *line = t_last_line;
   return 0;
 }
 
 void gilscope_code_registry_drain(gilscope_code_fn fn, void* ctx) {
+  PyInterpreterState* interp = PyInterpreterState_Get();
   for (unsigned i = 0; i < GILSCOPE_CODE_SLOTS; ++i) {
-    PyObject* code = __atomic_exchange_n(&g_codes[i], NULL, __ATOMIC_ACQ_REL);
-    if (code == NULL) continue;
+    PyObject* code = __atomic_load_n(&g_codes[i], __ATOMIC_ACQUIRE);
+    if (code == NULL || __atomic_load_n(&g_interps[i], __ATOMIC_ACQUIRE) != interp) continue;
+    __atomic_store_n(&g_interps[i], NULL, __ATOMIC_RELAXED);
+    __atomic_store_n(&g_codes[i], NULL, __ATOMIC_RELEASE);
     PyCodeObject* co = (PyCodeObject*)code;
     const char* qualname = co->co_qualname ? PyUnicode_AsUTF8(co->co_qualname) : NULL;
     if (qualname == NULL) PyErr_Clear();
     const char* filename = co->co_filename ? PyUnicode_AsUTF8(co->co_filename) : NULL;
     if (filename == NULL) PyErr_Clear();
-    fn((uint64_t)(uintptr_t)code, qualname ? qualname : "?", filename ? filename : "?", co->co_firstlineno, ctx);
+    fn(code_id_of(code, interp), qualname ? qualname : "?", filename ? filename : "?", co->co_firstlineno, ctx);
     Py_DECREF(code);
   }
+  /* This thread's cache may name a code object just released. */
   t_last_code = NULL;
   t_last_lasti = -1;
 }

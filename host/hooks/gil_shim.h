@@ -38,16 +38,21 @@ uintptr_t gilscope_current_tstate(void);
 int gilscope_interp_shares_main_gil(void* interp);
 
 /* The Python frame running in `tstate` (a PyThreadState*) as it releases the
- * GIL: an id for its code object (the object's address; the object is kept
- * alive until gilscope_code_registry_drain) and the line being executed.
- * Returns 0, or -1 when there is no Python frame or the registry is full.
- * PRECONDITION: tstate's thread still owns the GIL (drop_gil has not yet
- * cleared gil->locked), so no other thread can touch the frame or the
- * code object's reference count. Main interpreter only. */
+ * GIL: an id for its code object (the object's address, with the owning
+ * interpreter's id in the top 16 bits; the object is kept alive until that
+ * interpreter calls gilscope_code_registry_drain) and the line being
+ * executed. Returns 0, or -1 when there is no Python frame or the registry
+ * is full. Any interpreter, own GIL or shared.
+ * PRECONDITION: tstate's thread still owns its interpreter's GIL (drop_gil
+ * has not yet cleared gil->locked), so no other thread can touch the frame
+ * or the code object's reference count. */
 int gilscope_probe_frame(const void* tstate, uint64_t* code_id, uint32_t* line);
 
-/* Calls fn for every code object the probe kept, then releases them.
- * PRECONDITION: the GIL of the main interpreter is held. */
+/* Calls fn for every code object the probe kept for the current
+ * interpreter, then releases them. Ids are process-local: the reader pairs
+ * them with the pid that wrote them.
+ * PRECONDITION: the current interpreter's GIL is held; call it before the
+ * interpreter ends (its atexit), or before the process exits. */
 typedef void (*gilscope_code_fn)(uint64_t id, const char* qualname, const char* filename,
                                  int first_line, void* ctx);
 void gilscope_code_registry_drain(gilscope_code_fn fn, void* ctx);

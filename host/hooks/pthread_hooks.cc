@@ -14,6 +14,7 @@
 #include <pthread.h>
 #include <semaphore.h>
 
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstdlib>
@@ -37,6 +38,7 @@ CondSignalFn g_real_cond_signal = nullptr;
 ExitFn g_real_exit = nullptr;
 ExitFn g_real_libc_exit = nullptr;
 SemWaitFn g_real_sem_wait = nullptr;
+std::atomic<gilscope::hooks::BeforeExitFn> g_before_exit{nullptr};
 
 void* Resolve(const char* name, const char* version) {
   void* f = version ? dlvsym(RTLD_NEXT, name, version) : dlsym(RTLD_NEXT, name);
@@ -81,6 +83,8 @@ bool Interposed() {
   // the default lookup would not find ours.
   return dlsym(RTLD_DEFAULT, "pthread_mutex_lock") == reinterpret_cast<void*>(&pthread_mutex_lock);
 }
+
+void SetBeforeExit(BeforeExitFn fn) { g_before_exit.store(fn, std::memory_order_release); }
 
 }  // namespace gilscope::hooks
 
@@ -131,6 +135,7 @@ __attribute__((visibility("default"))) int sem_wait(sem_t* sem) {
 // the GIL windows of this process are closed here. The caller holds the GIL
 // (os._exit does not release it), which StopAllGils needs.
 __attribute__((visibility("default"), noreturn)) void _exit(int status) {
+  if (const auto before = g_before_exit.load(std::memory_order_acquire)) before();
   gilscope::recorder::RecordCurrentThreadCpu();
   gilscope::hooks::StopAllGils();
   gilscope::hooks::MarkProcessExit(status);

@@ -8,4 +8,10 @@ namespace gilscope::hooks {
 // exports it). False means GIL events cannot be seen: a build problem.
 bool Interposed();
 
+// Called first thing in the interposed _exit() (os._exit, how
+// multiprocessing's forked children end, skips atexit): the runner names
+// the code objects this process's events refer to. nullptr: nothing.
+using BeforeExitFn = void (*)();
+void SetBeforeExit(BeforeExitFn fn);
+
 }  // namespace gilscope::hooks

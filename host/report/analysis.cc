@@ -107,33 +107,41 @@ double MedianMs(std::vector<std::uint64_t>& samples) {
   return static_cast<double>(*mid) / kNsPerMs;
 }
 
-// Resolves (code id, line) of kFrame events to Analysis::sites indices,
-// creating each site once. Two code objects with the same qualname, file and
-// line (a module reloaded, a function redefined) share one site, so a
-// report never lists the same line twice.
+// Resolves (pid, code id, line) of kFrame events to Analysis::sites
+// indices, creating each site once. Code ids are per process, so a thread's
+// frames are named by its own process's code; a forked child that could not
+// name its code (killed before it wrote its names) falls back to its
+// parent's, which it inherited; entries with pid 0 (older files) match any
+// process. Two code objects with the same qualname, file and line (a module
+// reloaded, a function redefined, the same code in two processes) share one
+// site, so a report never lists the same line twice.
 class SiteTable {
  public:
-  SiteTable(const std::vector<CodeInfo>& code, std::vector<CodeSite>& sites) : code_(code), sites_(sites) {
+  SiteTable(const std::vector<CodeInfo>& code, const std::vector<ProcessInfo>& processes,
+            std::vector<CodeSite>& sites)
+      : code_(code), sites_(sites) {
     code_index_.reserve(code.size());
-    for (std::size_t i = 0; i < code.size(); ++i) code_index_.emplace(code[i].id, i);  // first id wins
+    for (std::size_t i = 0; i < code.size(); ++i) code_index_[code[i].id].push_back(i);
+    for (const ProcessInfo& p : processes) {
+      if (p.role == "fork") fork_parent_[p.pid] = p.parent_pid;
+    }
     sites_.push_back({"<unknown>", "", 0});
   }
 
-  std::uint32_t Resolve(std::uint64_t code_id, std::uint32_t line) {
+  std::uint32_t Resolve(std::uint32_t pid, std::uint64_t code_id, std::uint32_t line) {
     // A thread usually releases from the same place many times in a row
     // (a loop calling sleep, a worker forced off in its hot loop).
-    if (has_last_ && code_id == last_code_ && line == last_line_) return last_site_;
-    const FrameKey key{code_id, line};
+    if (has_last_ && code_id == last_code_ && line == last_line_ && pid == last_pid_) return last_site_;
+    const FrameKey key{code_id, line, pid};
     auto found = by_frame_.find(key);
     std::uint32_t site;
     if (found != by_frame_.end()) {
       site = found->second;
     } else {
       CodeSite named;
-      const auto code = code_index_.find(code_id);
-      if (code != code_index_.end()) {
-        named.function = code_[code->second].function;
-        named.file = code_[code->second].file;
+      if (const CodeInfo* code = Find(pid, code_id)) {
+        named.function = code->function;
+        named.file = code->file;
       } else {
         named.function = "<unknown>";
       }
@@ -151,6 +159,7 @@ class SiteTable {
     has_last_ = true;
     last_code_ = code_id;
     last_line_ = line;
+    last_pid_ = pid;
     last_site_ = site;
     return site;
   }
@@ -159,22 +168,45 @@ class SiteTable {
   struct FrameKey {
     std::uint64_t code;
     std::uint32_t line;
-    bool operator==(const FrameKey& o) const { return code == o.code && line == o.line; }
+    std::uint32_t pid;
+    bool operator==(const FrameKey& o) const { return code == o.code && line == o.line && pid == o.pid; }
   };
   struct FrameHash {
     std::size_t operator()(const FrameKey& k) const {
-      return std::hash<std::uint64_t>()(k.code * 0x9E3779B97F4A7C15ull ^ k.line);
+      return std::hash<std::uint64_t>()(k.code * 0x9E3779B97F4A7C15ull ^ (std::uint64_t{k.pid} << 32 | k.line));
     }
   };
 
+  // The code named `id` in process `pid`, its fork ancestors, or any (pid 0).
+  const CodeInfo* Find(std::uint32_t pid, std::uint64_t id) const {
+    const auto found = code_index_.find(id);
+    if (found == code_index_.end()) return nullptr;
+    auto in = [&](std::uint32_t p) -> const CodeInfo* {
+      for (std::size_t i : found->second) {
+        if (code_[i].pid == p) return &code_[i];
+      }
+      return nullptr;
+    };
+    std::uint32_t p = pid;
+    for (int depth = 0; depth < 64; ++depth) {  // bounded: a corrupt file may loop
+      if (const CodeInfo* c = in(p)) return c;
+      const auto parent = fork_parent_.find(p);
+      if (parent == fork_parent_.end()) break;
+      p = parent->second;
+    }
+    return pid != 0 ? in(0) : nullptr;
+  }
+
   const std::vector<CodeInfo>& code_;
   std::vector<CodeSite>& sites_;
-  std::unordered_map<std::uint64_t, std::size_t> code_index_;
+  std::unordered_map<std::uint64_t, std::vector<std::size_t>> code_index_;
+  std::unordered_map<std::uint32_t, std::uint32_t> fork_parent_;
   std::unordered_map<FrameKey, std::uint32_t, FrameHash> by_frame_;
   std::unordered_map<std::string, std::uint32_t> by_name_;
   bool has_last_ = false;
   std::uint64_t last_code_ = 0;
   std::uint32_t last_line_ = 0;
+  std::uint32_t last_pid_ = 0;
   std::uint32_t last_site_ = kUnknownSite;
 };
 
@@ -287,7 +319,7 @@ class ThreadWalker {
         continue;
       }
       if (e.kind == EventKind::kFrame) {
-        frame_site_ = site_table_.Resolve(e.ts, e.aux);
+        frame_site_ = site_table_.Resolve(in.pid, e.ts, e.aux);
         continue;
       }
       if (IsMarker(e.kind)) {
@@ -297,9 +329,14 @@ class ThreadWalker {
       }
       if (!IsTimed(e.kind)) continue;  // a kind this build does not know
       const bool at_start = e.kind == EventKind::kAcquired && (e.flags & recorder::kFlagAtStart) != 0;
-      // The synthetic acquisition stands for "held when the window opened",
-      // whatever its ts says.
-      const std::uint64_t raw = at_start ? window_start_ : e.ts;
+      // The synthetic acquisition stands for "held when the GIL's window
+      // opened" (the run's, or later for a subinterpreter's or a forked
+      // child's GIL), whatever its ts says.
+      std::uint64_t raw = e.ts;
+      if (at_start) {
+        raw = window_start_;
+        if (slots_[e.gil] != kNoSlot) raw = gil_stats_[static_cast<std::size_t>(slots_[e.gil])].start_ns;
+      }
       if (raw > window_end_) break;
       const bool inside = raw >= window_start_;
       std::uint64_t t = std::max(raw, window_start_);
@@ -876,6 +913,10 @@ Analysis Analyze(const RunTrace& trace) {
     gil.cpython_switches = info.cpython_switch_end >= info.cpython_switch_start
                                ? info.cpython_switch_end - info.cpython_switch_start
                                : 0;
+    gil.start_ns = std::clamp(info.start_ns != 0 ? info.start_ns : analysis.start_ns, analysis.start_ns,
+                              analysis.end_ns);
+    gil.end_ns = std::clamp(info.end_ns != 0 ? info.end_ns : analysis.end_ns, gil.start_ns, analysis.end_ns);
+    gil.window_s = static_cast<double>(gil.end_ns - gil.start_ns) / kNsPerSecond;
   }
 
   analysis.events_dropped = trace.dropped_no_slot;
@@ -889,7 +930,7 @@ Analysis Analyze(const RunTrace& trace) {
     if (slots[g] != kNoSlot) acquisitions[static_cast<std::size_t>(slots[g])].reserve(acquired_events[g]);
   }
   std::vector<std::uint64_t> latencies;
-  SiteTable site_table(trace.code, analysis.sites);
+  SiteTable site_table(trace.code, trace.processes, analysis.sites);
   std::vector<std::vector<std::uint64_t>> drop_times(trace.gils.size());
   ThreadWalker walker(analysis.start_ns, analysis.end_ns, slots, acquisitions, analysis.gils, latencies,
                       site_table, analysis.sites, trace.marker_names, analysis.markers, drop_times);
@@ -907,6 +948,10 @@ Analysis Analyze(const RunTrace& trace) {
   }
 
   for (std::size_t g = 0; g < trace.gils.size(); ++g) {
+    // CPython's counter covers the GIL's own window only.
+    std::erase_if(acquisitions[g], [&](const Acquisition& a) {
+      return a.ts < analysis.gils[g].start_ns || a.ts > analysis.gils[g].end_ns;
+    });
     analysis.gils[g].acquisitions = static_cast<std::uint64_t>(std::count_if(
         acquisitions[g].begin(), acquisitions[g].end(), [](const Acquisition& a) { return !a.fixup; }));
     analysis.gils[g].switches = CountSwitches(acquisitions[g], trace.gils[g].holder_tstate_at_start);
@@ -919,9 +964,10 @@ Analysis Analyze(const RunTrace& trace) {
   SweepGils(slots, walker, analysis.start_ns, analysis.end_ns, drop_times, ideal, analysis);
   ideal.Advance(analysis.end_ns);
   for (GilStats& gil : analysis.gils) {
-    gil.busy_fraction = Fraction(gil.busy_ns, window);
-    gil.contended_fraction = Fraction(gil.contended_ns, window);
-    gil.handoff_fraction = Fraction(gil.handoff_ns, window);
+    const std::uint64_t own = gil.end_ns - gil.start_ns;
+    gil.busy_fraction = Fraction(gil.busy_ns, own);
+    gil.contended_fraction = Fraction(gil.contended_ns, own);
+    gil.handoff_fraction = Fraction(gil.handoff_ns, own);
   }
   SetGilHoldMedians(analysis);
   SetGilTax(analysis, cores, ideal.IdealNs(), analysis.gil_tax);

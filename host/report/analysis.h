@@ -202,8 +202,17 @@ struct GilStats {
   // Timeouts inside the window that set a drop request (kFlagDropRequest).
   std::uint64_t drop_requests = 0;
 
+  // The GIL's own recording window (GilInfo::start_ns/end_ns clipped to the
+  // run's; the run's where unknown): a subinterpreter's or a forked child's
+  // GIL lives shorter than the run. Acquisitions and switches are counted
+  // inside it, where CPython's counter was read.
+  std::uint64_t start_ns = 0;
+  std::uint64_t end_ns = 0;
+  double window_s = 0;
+
   // Time some thread held it, and time it was held while >= 1 other thread
-  // waited; the fractions divide by the window length (0 for an empty window).
+  // waited; the fractions divide by the GIL's own window length (0 for an
+  // empty window).
   std::uint64_t busy_ns = 0;
   std::uint64_t contended_ns = 0;
   double busy_fraction = 0;

@@ -1,17 +1,24 @@
 // The trace is streamed by hand rather than built as one nlohmann::json tree:
 // millions of slices as a DOM would cost gigabytes. nlohmann::json is still
 // used to escape every user string, with invalid UTF-8 replaced.
+//
+// Every lane is produced by one generator that is run twice: once counting
+// (PlanChromeTrace, to pick the merge width) and once writing, so the plan
+// and the file cannot disagree.
 
 #include "report/chrome_trace_writer.h"
 
+#include <algorithm>
+#include <array>
 #include <charconv>
-#include <functional>
+#include <map>
 #include <nlohmann/json.hpp>
-#include <queue>
 #include <set>
 #include <string>
 #include <utility>
 #include <vector>
+
+#include "report/text_util.h"
 
 namespace gilscope::report {
 namespace {
@@ -41,6 +48,151 @@ void AppendMicros(std::string& out, std::uint64_t ns) {
 
 std::string ThreadLabel(const ThreadStats& t) {
   return (t.name.empty() ? std::string("thread") : t.name) + " (" + std::to_string(t.native_id) + ")";
+}
+
+// One slice of a lane before writing. Thread lanes: key is the GilState;
+// GIL lanes: key is the holding thread's index.
+struct Piece {
+  std::uint64_t start = 0;
+  std::uint64_t end = 0;
+  std::uint32_t key = 0;
+  std::uint32_t site = kUnknownSite;  // hold: function; voluntary release: call site
+  std::uint8_t gil = 0;
+  std::uint32_t merged = 1;           // > 1: an aggregate of this many slices
+};
+
+// Merges pieces shorter than `width` (0: none) into one piece per stretch of
+// at least `width`, named after the key that covered most of it.
+template <class Emit>
+class Merger {
+ public:
+  Merger(std::uint64_t width, Emit& emit) : width_(width), emit_(emit) {}
+  ~Merger() { Flush(); }
+
+  void Add(const Piece& p) {
+    if (width_ == 0 || p.end - p.start >= width_) {
+      Flush();
+      emit_(p);
+      return;
+    }
+    // An idle gap as long as a stretch (GIL lanes) ends the stretch.
+    if (count_ > 0 && p.start >= pending_.end + width_) Flush();
+    if (count_ == 0) {
+      pending_ = p;
+      share_.clear();
+    }
+    pending_.end = p.end;
+    ++count_;
+    bool found = false;
+    for (auto& [key, ns] : share_) {
+      if (key == p.key) {
+        ns += p.end - p.start;
+        found = true;
+        break;
+      }
+    }
+    if (!found) share_.push_back({p.key, p.end - p.start});
+    if (pending_.end - pending_.start >= width_) Flush();
+  }
+
+  void Flush() {
+    if (count_ == 0) return;
+    if (count_ > 1) {
+      const auto top = std::max_element(share_.begin(), share_.end(),
+                                        [](const auto& a, const auto& b) { return a.second < b.second; });
+      pending_.key = top->first;
+      pending_.site = kUnknownSite;
+      pending_.merged = count_;
+    }
+    emit_(pending_);
+    count_ = 0;
+  }
+
+ private:
+  std::uint64_t width_;
+  Emit& emit_;
+  Piece pending_;
+  std::uint32_t count_ = 0;
+  std::vector<std::pair<std::uint32_t, std::uint64_t>> share_;
+};
+
+// A thread's lifetime as back-to-back pieces: released gaps and its intervals.
+template <class Fn>
+void ThreadPieces(const ThreadStats& t, Fn&& fn) {
+  std::uint64_t cursor = t.lifetime_start_ns;
+  std::uint32_t release_site = kUnknownSite;
+  std::uint8_t gil = 0;
+  for (const StateInterval& iv : t.intervals) {
+    if (iv.start_ns > cursor) {
+      fn(Piece{cursor, iv.start_ns, static_cast<std::uint32_t>(GilState::kReleased), release_site, gil, 1});
+    }
+    fn(Piece{iv.start_ns, iv.end_ns, static_cast<std::uint32_t>(iv.state), iv.site, iv.gil, 1});
+    cursor = iv.end_ns;
+    gil = iv.gil;
+    // A voluntary release's stretch is spent in the call that released.
+    release_site = iv.state == GilState::kHolding && !iv.forced_end ? iv.site : kUnknownSite;
+  }
+  if (t.lifetime_end_ns > cursor) {
+    fn(Piece{cursor, t.lifetime_end_ns, static_cast<std::uint32_t>(GilState::kReleased), release_site, gil, 1});
+  }
+}
+
+// Counter samples of one GIL: every step, or with `width` > 0, per stretch of
+// `width` its maximum (at its first step) and its last value when different.
+template <class Fn>
+void CounterSamples(const GilStats& g, std::uint64_t origin, std::uint64_t width, Fn&& fn) {
+  if (width == 0) {
+    for (const WaitingStep& s : g.waiting) fn(s.ts_ns, s.waiting);
+    return;
+  }
+  std::size_t k = 0;
+  while (k < g.waiting.size()) {
+    const std::uint64_t bucket = (g.waiting[k].ts_ns - std::min(origin, g.waiting[k].ts_ns)) / width;
+    std::size_t j = k;
+    std::uint32_t max = 0;
+    while (j < g.waiting.size() &&
+           (g.waiting[j].ts_ns - std::min(origin, g.waiting[j].ts_ns)) / width == bucket) {
+      max = std::max(max, g.waiting[j].waiting);
+      ++j;
+    }
+    fn(g.waiting[k].ts_ns, max);
+    if (j - 1 > k && g.waiting[j - 1].waiting != max) fn(g.waiting[j - 1].ts_ns, g.waiting[j - 1].waiting);
+    k = j;
+  }
+}
+
+// Hand-offs of one GIL: consecutive holds by different threads, not overlapping.
+template <class Fn>
+void Handoffs(const GilStats& g, Fn&& fn) {
+  for (std::size_t k = 1; k < g.holders.size(); ++k) {
+    const HolderInterval& from = g.holders[k - 1];
+    const HolderInterval& to = g.holders[k];
+    if (from.thread != to.thread && to.start_ns >= from.end_ns) fn(from, to);
+  }
+}
+
+std::uint64_t CountEvents(const Analysis& a, std::uint64_t width, bool flows) {
+  std::uint64_t n = 0;
+  auto count = [&n](const Piece&) { ++n; };
+  for (const ThreadStats& t : a.threads) {
+    Merger<decltype(count)> merger(width, count);
+    ThreadPieces(t, [&](const Piece& p) { merger.Add(p); });
+  }
+  for (const GilStats& g : a.gils) {
+    {
+      Merger<decltype(count)> merger(width, count);
+      for (const HolderInterval& h : g.holders) merger.Add(Piece{h.start_ns, h.end_ns, h.thread, 0, 0, 1});
+    }
+    CounterSamples(g, a.start_ns, width, [&n](std::uint64_t, std::uint32_t) { ++n; });
+    if (flows) Handoffs(g, [&n](const HolderInterval&, const HolderInterval&) { n += 2; });
+  }
+  n += std::min<std::uint64_t>(a.markers.size(), ChromeTraceWriter::kMaxMarkers);
+  return n;
+}
+
+std::string MicrosText(std::uint64_t ns) {
+  return ns >= 1'000'000 ? Format("%.3f ms", static_cast<double>(ns) / 1e6)
+                         : Format("%.3f us", static_cast<double>(ns) / 1e3);
 }
 
 // Writes the traceEvents array one event per line.
@@ -90,189 +242,275 @@ class EventSink {
   bool first_ = true;
 };
 
-// The timeline events of one track, exposed in time order.
-struct Source {
-  enum class Kind : std::uint8_t { kThread, kHolders, kWaiting };
-  Kind kind;
-  std::uint32_t index;  // thread index or GIL index
-  std::size_t pos = 0;
-};
+// Slice names by GilState (quoted JSON), as recorded and merged.
+const std::array<std::string, 3> kStateNames = {"\"released GIL\"", "\"waiting for GIL\"", "\"holding GIL\""};
+const std::array<std::string, 3> kStateAggregated = {
+    "\"released GIL (aggregated)\"", "\"waiting for GIL (aggregated)\"", "\"holding GIL (aggregated)\""};
+// Reserved colour names of the trace viewer: light grey, red, green.
+constexpr std::array<const char*, 3> kStateColours = {"thread_state_sleeping", "terrible", "thread_state_running"};
 
 }  // namespace
 
+TracePlan PlanChromeTrace(const Analysis& analysis, std::uint64_t max_events) {
+  TracePlan plan;
+  plan.max_events = max_events;
+  plan.markers_omitted =
+      analysis.markers.size() > ChromeTraceWriter::kMaxMarkers ? analysis.markers.size() - ChromeTraceWriter::kMaxMarkers : 0;
+  plan.full_events = CountEvents(analysis, 0, true);
+  plan.events = plan.full_events;
+  if (plan.events <= max_events) return plan;
+  plan.flows = false;
+  plan.events = CountEvents(analysis, 0, false);
+  if (plan.events > max_events) {
+    // Start where an even spread would fit (lanes x stretches), then double.
+    const std::uint64_t window = std::max<std::uint64_t>(analysis.end_ns - analysis.start_ns, 1);
+    const std::uint64_t lanes = 2 * (analysis.threads.size() + analysis.gils.size()) + 1;
+    std::uint64_t width = std::max<std::uint64_t>(1, window * lanes / std::max<std::uint64_t>(max_events, 1));
+    for (;;) {
+      plan.events = CountEvents(analysis, width, false);
+      // A merged trace cannot go below one piece per lane; stop at the window.
+      if (plan.events <= max_events || width >= window) break;
+      width *= 2;
+    }
+    // Doubling may overshoot by up to 2x: narrow the width back towards the
+    // limit (a few passes), keeping as much detail as fits.
+    std::uint64_t fits = width;
+    std::uint64_t too_small = width / 2;
+    for (int pass = 0; pass < 6 && fits - too_small > 1 && plan.events <= max_events; ++pass) {
+      const std::uint64_t mid = too_small + (fits - too_small) / 2;
+      if (CountEvents(analysis, mid, false) <= max_events) {
+        fits = mid;
+      } else {
+        too_small = mid;
+      }
+    }
+    width = fits;
+    plan.events = CountEvents(analysis, width, false);
+    plan.merge_below_ns = width;
+  }
+  plan.reason = "the complete trace would hold " + std::to_string(plan.full_events) + " events (limit " +
+                std::to_string(max_events) + "): hand-off arrows left out";
+  if (plan.merge_below_ns > 0) {
+    plan.reason += ", slices shorter than " + MicrosText(plan.merge_below_ns) + " merged";
+  }
+  return plan;
+}
+
 void ChromeTraceWriter::Write(const RunTrace& trace, const Analysis& analysis) {
-  written_ = 0;
-  omitted_ = 0;
+  plan_ = PlanChromeTrace(analysis, max_events_);
+  const std::uint64_t width = plan_.merge_below_ns;
   const std::uint64_t origin = analysis.start_ns;
   auto rel = [origin](std::uint64_t ns) { return ns > origin ? ns - origin : 0; };
 
-  // Threads keep their own pid; pseudo-threads and process-wide events go to
-  // the first known pid (1 when none is known, as the format needs one).
-  std::uint64_t main_pid = 1;
-  for (const ThreadStats& t : analysis.threads) {
-    if (t.pid != 0) {
-      main_pid = t.pid;
+  // The runner's pid is the main one (else the first thread's; 1 when none
+  // is known, as the format needs one).
+  std::uint64_t main_pid = 0;
+  for (const ProcessInfo& p : trace.processes) {
+    if (p.role == "runner" || p.role == "host") {
+      main_pid = p.pid;
       break;
     }
   }
-  auto pid_of = [&](const ThreadStats& t) -> std::uint64_t { return t.pid != 0 ? t.pid : main_pid; };
+  for (const ThreadStats& t : analysis.threads) {
+    if (main_pid == 0 && t.pid != 0) main_pid = t.pid;
+  }
+  if (main_pid == 0) main_pid = 1;
+  auto pid_of = [&](std::uint32_t pid) -> std::uint64_t { return pid != 0 ? pid : main_pid; };
+  std::vector<std::uint64_t> gil_pid(analysis.gils.size(), main_pid);
+  for (std::size_t g = 0; g < analysis.gils.size() && g < trace.gils.size(); ++g) {
+    gil_pid[g] = pid_of(trace.gils[g].pid);
+  }
 
   out_ << "{\"displayTimeUnit\":\"ns\",\"traceEvents\":[";
   EventSink sink(out_);
 
-  // Metadata: names and order of the process and its tracks.
-  std::set<std::uint64_t> pids = {main_pid};
-  for (const ThreadStats& t : analysis.threads) pids.insert(pid_of(t));
-  const std::string process_name = Quote("gilscope: " + trace.info.script);
-  for (std::uint64_t pid : pids) sink.Metadata("process_name", pid, 0, "name", process_name);
+  // Processes: the runner first, then in the order the run met them.
+  std::vector<std::uint64_t> pids = {main_pid};
+  auto add_pid = [&pids](std::uint64_t pid) {
+    if (std::find(pids.begin(), pids.end(), pid) == pids.end()) pids.push_back(pid);
+  };
+  for (const ProcessInfo& p : trace.processes) add_pid(pid_of(p.pid));
+  for (std::uint64_t pid : gil_pid) add_pid(pid);
+  for (const ThreadStats& t : analysis.threads) add_pid(pid_of(t.pid));
+  std::map<std::uint64_t, std::string> roles;
+  for (const ProcessInfo& p : trace.processes) roles[pid_of(p.pid)] = p.role;
+  for (std::size_t k = 0; k < pids.size(); ++k) {
+    const std::string& role = roles[pids[k]];
+    std::string name = "gilscope: " + trace.info.script;
+    if (k > 0 || (!role.empty() && role != "runner")) name += " (" + (role.empty() ? "process" : role) + ")";
+    sink.Metadata("process_name", pids[k], 0, "name", Quote(name));
+    sink.Metadata("process_sort_index", pids[k], 0, "sort_index", std::to_string(k));
+  }
   for (std::size_t g = 0; g < analysis.gils.size(); ++g) {
     const std::uint64_t tid = kGilTidBase + analysis.gils[g].id;
-    sink.Metadata("thread_name", main_pid, tid, "name",
-                  Quote("GIL " + std::to_string(analysis.gils[g].id) + " holder"));
-    sink.Metadata("thread_sort_index", main_pid, tid, "sort_index", std::to_string(g));
+    sink.Metadata("thread_name", gil_pid[g], tid, "name",
+                  Quote("GIL " + std::to_string(analysis.gils[g].id) + " holder (interpreter " +
+                        std::to_string(analysis.gils[g].interpreter) + ")"));
+    sink.Metadata("thread_sort_index", gil_pid[g], tid, "sort_index", std::to_string(g));
+  }
+  std::vector<bool> has_markers(analysis.threads.size(), false);
+  for (const Marker& m : analysis.markers) {
+    if (m.thread < has_markers.size()) has_markers[m.thread] = true;
   }
   std::vector<std::string> labels;  // quoted, reused by every GIL slice
   labels.reserve(analysis.threads.size());
+  const std::uint64_t first_thread_sort = analysis.gils.size();
   for (std::size_t i = 0; i < analysis.threads.size(); ++i) {
     const ThreadStats& t = analysis.threads[i];
     labels.push_back(Quote(ThreadLabel(t)));
-    sink.Metadata("thread_name", pid_of(t), i + 1, "name", labels.back());
-    // After every GIL track, in recording order.
-    sink.Metadata("thread_sort_index", pid_of(t), i + 1, "sort_index",
-                  std::to_string(analysis.gils.size() + i));
+    sink.Metadata("thread_name", pid_of(t.pid), i + 1, "name", labels.back());
+    // After every GIL lane, in recording order, each followed by its markers.
+    sink.Metadata("thread_sort_index", pid_of(t.pid), i + 1, "sort_index",
+                  std::to_string(first_thread_sort + 2 * i));
+    if (has_markers[i]) {
+      sink.Metadata("thread_name", pid_of(t.pid), kMarkerTidBase + i, "name",
+                    Quote(ThreadLabel(t) + " markers"));
+      sink.Metadata("thread_sort_index", pid_of(t.pid), kMarkerTidBase + i, "sort_index",
+                    std::to_string(first_thread_sort + 2 * i + 1));
+    }
   }
 
-  // Timeline events from every track, merged in time order (ties: track order).
-  std::vector<Source> sources;
-  for (std::uint32_t i = 0; i < analysis.threads.size(); ++i) sources.push_back({Source::Kind::kThread, i});
-  for (std::uint32_t g = 0; g < analysis.gils.size(); ++g) {
-    sources.push_back({Source::Kind::kHolders, g});
-    sources.push_back({Source::Kind::kWaiting, g});
-  }
-  // Positions the source on its next event; false when it has none left.
-  auto settle = [&](Source& s) {
-    switch (s.kind) {
-      case Source::Kind::kThread: {
-        const auto& ivs = analysis.threads[s.index].intervals;
-        while (s.pos < ivs.size() && ivs[s.pos].state == GilState::kReleased) ++s.pos;
-        return s.pos < ivs.size();
+  std::vector<std::string> site_text(analysis.sites.size());  // quoted, built on first use
+  auto site_json = [&](std::uint32_t site) -> const std::string& {
+    std::string& text = site_text[site];
+    if (text.empty()) {
+      const CodeSite& s = analysis.sites[site];
+      text = Quote(s.file.empty() ? s.function : s.function + " (" + s.file + ":" + std::to_string(s.line) + ")");
+    }
+    return text;
+  };
+  auto slice_times = [&](std::string& b, std::uint64_t start, std::uint64_t end) {
+    b += ",\"ts\":";
+    AppendMicros(b, rel(start));
+    b += ",\"dur\":";
+    AppendMicros(b, end > start ? end - start : 0);
+  };
+
+  // Thread lanes.
+  for (std::size_t i = 0; i < analysis.threads.size(); ++i) {
+    const ThreadStats& t = analysis.threads[i];
+    auto emit = [&](const Piece& p) {
+      std::string& b = sink.raw();
+      const std::size_t state = std::min<std::size_t>(p.key, 2);
+      sink.Begin(p.merged > 1 ? kStateAggregated[state] : kStateNames[state], 'X', pid_of(t.pid), i + 1);
+      b += ",\"cat\":\"gil\"";
+      slice_times(b, p.start, p.end);
+      b += ",\"cname\":\"";
+      b += kStateColours[state];
+      b += "\",\"args\":{\"gil\":";
+      AppendUint(b, p.gil);
+      if (p.merged > 1) {
+        b += ",\"slices\":";
+        AppendUint(b, p.merged);
+      } else if (p.site != kUnknownSite && p.site < analysis.sites.size()) {
+        b += state == static_cast<std::size_t>(GilState::kHolding) ? ",\"function\":" : ",\"call_site\":";
+        b += site_json(p.site);
       }
-      case Source::Kind::kHolders:
-        return s.pos < analysis.gils[s.index].holders.size();
-      case Source::Kind::kWaiting:
-        return s.pos < analysis.gils[s.index].waiting.size();
-    }
-    return false;
-  };
-  auto time_of = [&](const Source& s) -> std::uint64_t {
-    switch (s.kind) {
-      case Source::Kind::kThread:
-        return analysis.threads[s.index].intervals[s.pos].start_ns;
-      case Source::Kind::kHolders:
-        return analysis.gils[s.index].holders[s.pos].start_ns;
-      case Source::Kind::kWaiting:
-        return analysis.gils[s.index].waiting[s.pos].ts_ns;
-    }
-    return 0;
-  };
-  // Counts what a source still has, for the omitted total.
-  auto remaining = [&](const Source& s) -> std::uint64_t {
-    switch (s.kind) {
-      case Source::Kind::kThread: {
-        const auto& ivs = analysis.threads[s.index].intervals;
-        std::uint64_t n = 0;
-        for (std::size_t k = s.pos; k < ivs.size(); ++k) n += ivs[k].state != GilState::kReleased;
-        return n;
-      }
-      case Source::Kind::kHolders:
-        return analysis.gils[s.index].holders.size() - s.pos;
-      case Source::Kind::kWaiting:
-        return analysis.gils[s.index].waiting.size() - s.pos;
-    }
-    return 0;
-  };
-
-  std::vector<std::string> counter_names;
-  for (const GilStats& g : analysis.gils) {
-    counter_names.push_back(Quote("waiting threads (GIL " + std::to_string(g.id) + ")"));
+      b += '}';
+      sink.End();
+    };
+    Merger<decltype(emit)> merger(width, emit);
+    ThreadPieces(t, [&](const Piece& p) { merger.Add(p); });
   }
-  const std::string holding_name = Quote("holding GIL");
-  const std::string waiting_name = Quote("waiting for GIL");
 
-  auto emit = [&](Source& s) {
-    std::string& b = sink.raw();
-    switch (s.kind) {
-      case Source::Kind::kThread: {
-        const ThreadStats& t = analysis.threads[s.index];
-        const StateInterval& iv = t.intervals[s.pos];
-        sink.Begin(iv.state == GilState::kHolding ? holding_name : waiting_name, 'X', pid_of(t), s.index + 1);
-        b += ",\"cat\":\"gil\",\"ts\":";
-        AppendMicros(b, rel(iv.start_ns));
-        b += ",\"dur\":";
-        AppendMicros(b, iv.end_ns - iv.start_ns);
-        b += ",\"args\":{\"gil\":";
-        AppendUint(b, iv.gil);
+  // GIL lanes: holders and the waiting counter.
+  for (std::size_t g = 0; g < analysis.gils.size(); ++g) {
+    const GilStats& gil = analysis.gils[g];
+    const std::uint64_t tid = kGilTidBase + gil.id;
+    {
+      auto emit = [&](const Piece& p) {
+        std::string& b = sink.raw();
+        const std::string& label = p.key < labels.size() ? labels[p.key] : labels.front();
+        if (p.merged > 1) {
+          sink.Begin(label.substr(0, label.size() - 1) + " (aggregated)\"", 'X', gil_pid[g], tid);
+        } else {
+          sink.Begin(label, 'X', gil_pid[g], tid);
+        }
+        b += ",\"cat\":\"gil\"";
+        slice_times(b, p.start, p.end);
+        b += ",\"args\":{\"thread_index\":";
+        AppendUint(b, p.key);
+        if (p.merged > 1) {
+          b += ",\"holds\":";
+          AppendUint(b, p.merged);
+        }
         b += '}';
-        break;
-      }
-      case Source::Kind::kHolders: {
-        const GilStats& g = analysis.gils[s.index];
-        const HolderInterval& h = g.holders[s.pos];
-        sink.Begin(labels[h.thread], 'X', main_pid, kGilTidBase + g.id);
-        b += ",\"cat\":\"gil\",\"ts\":";
-        AppendMicros(b, rel(h.start_ns));
-        b += ",\"dur\":";
-        AppendMicros(b, h.end_ns > h.start_ns ? h.end_ns - h.start_ns : 0);
-        break;
-      }
-      case Source::Kind::kWaiting: {
-        const GilStats& g = analysis.gils[s.index];
-        const WaitingStep& step = g.waiting[s.pos];
-        sink.Begin(counter_names[s.index], 'C', main_pid, kGilTidBase + g.id);
-        b += ",\"cat\":\"gil\",\"ts\":";
-        AppendMicros(b, rel(step.ts_ns));
-        b += ",\"args\":{\"waiting\":";
-        AppendUint(b, step.waiting);
-        b += '}';
-        break;
-      }
+        sink.End();
+      };
+      Merger<decltype(emit)> merger(width, emit);
+      for (const HolderInterval& h : gil.holders) merger.Add(Piece{h.start_ns, h.end_ns, h.thread, 0, 0, 1});
     }
-    sink.End();
-    ++s.pos;
-  };
-
-  using Entry = std::pair<std::uint64_t, std::size_t>;  // (time, source)
-  std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
-  for (std::size_t k = 0; k < sources.size(); ++k) {
-    if (settle(sources[k])) heap.push({time_of(sources[k]), k});
-  }
-  while (!heap.empty() && written_ < max_slices_) {
-    const std::size_t k = heap.top().second;
-    heap.pop();
-    emit(sources[k]);
-    ++written_;
-    if (settle(sources[k])) heap.push({time_of(sources[k]), k});
+    const std::string counter = Quote("waiting threads (GIL " + std::to_string(gil.id) + ")");
+    CounterSamples(gil, origin, width, [&](std::uint64_t ts, std::uint32_t waiting) {
+      std::string& b = sink.raw();
+      sink.Begin(counter, 'C', gil_pid[g], tid);
+      b += ",\"cat\":\"gil\",\"ts\":";
+      AppendMicros(b, rel(ts));
+      b += ",\"args\":{\"waiting\":";
+      AppendUint(b, waiting);
+      b += "}";
+      sink.End();
+    });
   }
 
-  if (!heap.empty()) {
-    const std::uint64_t cutoff = heap.top().first;
-    for (const Source& s : sources) omitted_ += remaining(s);
+  // Hand-off arrows: "s" one ns before the releasing hold ends, "f" one ns
+  // after the next hold starts, so each falls strictly inside its slice
+  // (holds are hundreds of ns at least) and not on the waiting slice that
+  // ends where the hold begins.
+  if (plan_.flows) {
+    std::uint64_t id = 0;
+    const std::string name = Quote("hand-off");
+    for (const GilStats& gil : analysis.gils) {
+      Handoffs(gil, [&](const HolderInterval& from, const HolderInterval& to) {
+        ++id;
+        const ThreadStats& a = analysis.threads[from.thread];
+        const ThreadStats& b2 = analysis.threads[to.thread];
+        std::string& b = sink.raw();
+        sink.Begin(name, 's', pid_of(a.pid), from.thread + 1);
+        b += ",\"cat\":\"handoff\",\"id\":";
+        AppendUint(b, id);
+        b += ",\"ts\":";
+        AppendMicros(b, rel(from.end_ns - (from.end_ns - from.start_ns >= 2 ? 1 : 0)));
+        sink.End();
+        sink.Begin(name, 'f', pid_of(b2.pid), to.thread + 1);
+        b += ",\"cat\":\"handoff\",\"id\":";
+        AppendUint(b, id);
+        b += ",\"bp\":\"e\",\"ts\":";
+        AppendMicros(b, rel(to.start_ns + (to.end_ns - to.start_ns >= 2 ? 1 : 0)));
+        b += ",\"args\":{\"gap_ns\":";
+        AppendUint(b, to.start_ns - from.end_ns);
+        b += '}';
+        sink.End();
+      });
+    }
+  }
+
+  // Markers, on each thread's markers lane.
+  const std::size_t markers = std::min<std::size_t>(analysis.markers.size(), kMaxMarkers);
+  for (std::size_t k = 0; k < markers; ++k) {
+    const Marker& m = analysis.markers[k];
+    if (m.thread >= analysis.threads.size()) continue;
     std::string& b = sink.raw();
-    sink.Begin(Quote("gilscope: trace truncated, " + std::to_string(omitted_) + " slices omitted (limit " +
-                     std::to_string(max_slices_) + ")"),
-               'i', main_pid, 0);
-    b += ",\"cat\":\"gilscope\",\"s\":\"g\",\"ts\":";
-    AppendMicros(b, rel(cutoff));
-    b += ",\"args\":{\"omitted_slices\":";
-    AppendUint(b, omitted_);
-    b += '}';
+    const std::uint64_t pid = pid_of(analysis.threads[m.thread].pid);
+    if (m.region) {
+      sink.Begin(Quote(m.name), 'X', pid, kMarkerTidBase + m.thread);
+      b += ",\"cat\":\"marker\"";
+      slice_times(b, m.start_ns, m.end_ns);
+      b += m.open ? ",\"args\":{\"open\":true}" : "";
+    } else {
+      sink.Begin(Quote(m.name), 'i', pid, kMarkerTidBase + m.thread);
+      b += ",\"cat\":\"marker\",\"s\":\"t\",\"ts\":";
+      AppendMicros(b, rel(m.start_ns));
+    }
     sink.End();
   }
   sink.Flush();
 
   out_ << "\n],\"otherData\":{\"gilscope_version\":" << Quote(trace.info.gilscope_version)
-       << ",\"script\":" << Quote(trace.info.script) << ",\"slices_written\":" << written_
-       << ",\"slices_omitted\":" << omitted_ << "}}\n";
+       << ",\"script\":" << Quote(trace.info.script) << ",\"events\":" << plan_.events
+       << ",\"aggregated\":" << (plan_.aggregated() ? "true" : "false") << ",\"reason\":" << Quote(plan_.reason)
+       << ",\"merge_below_ns\":" << plan_.merge_below_ns << ",\"flows\":" << (plan_.flows ? "true" : "false")
+       << "}}\n";
 }
 
 }  // namespace gilscope::report

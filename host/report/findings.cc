@@ -76,8 +76,10 @@ Finding ForThread(const char* kind, const Analysis& analysis, std::size_t index)
 }
 
 void FindGilBound(const RunTrace& trace, const Analysis& analysis, std::vector<Finding>& out) {
-  const double window = static_cast<double>(analysis.end_ns - analysis.start_ns);
   for (const GilStats& g : analysis.gils) {
+    // The GIL's own window: a subinterpreter's or a child's is shorter.
+    const double window = static_cast<double>(g.end_ns - g.start_ns);
+    const bool whole_run = g.start_ns == analysis.start_ns && g.end_ns == analysis.end_ns;
     if (g.busy_fraction < kGilBoundMinBusy || g.contended_fraction < kGilBoundMinContended) continue;
     int competing = 0;
     for (const ThreadStats& t : analysis.threads) {
@@ -94,9 +96,10 @@ void FindGilBound(const RunTrace& trace, const Analysis& analysis, std::vector<F
                  {"contended_fraction", g.contended_fraction},
                  {"threads", competing},
                  {"speedup_bound", analysis.gil_tax.speedup_bound}};
-    f.detail = Format("GIL %u was held %.1f%% of the run and contended %.1f%%: %d threads competed for it and "
+    f.detail = Format("GIL %u was held %.1f%% of %s and contended %.1f%%: %d threads competed for it and "
                       "ran one at a time.",
-                      g.id, 100 * g.busy_fraction, 100 * g.contended_fraction, competing);
+                      g.id, 100 * g.busy_fraction, whole_run ? "the run" : "its lifetime", 100 * g.contended_fraction,
+                      competing);
     f.advice = Format("Run the CPU-bound work in processes or in own-GIL subinterpreters (Python 3.12+); "
                       "`gilscope compare %s` measures what each gains (estimate: up to %.1fx).",
                       trace.info.script.empty() ? "SCRIPT" : trace.info.script.c_str(),

@@ -80,6 +80,7 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
         {"cpython_switches", g.cpython_switches},
         {"switches_match", g.switches == g.cpython_switches},
         {"drop_requests", g.drop_requests},
+        {"window_s", g.window_s},
         {"busy_fraction", g.busy_fraction},
         {"contended_fraction", g.contended_fraction},
         {"handoff_fraction", g.handoff_fraction},
@@ -171,15 +172,19 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
   doc["markers"] = std::move(markers);
   doc["markers_omitted"] = analysis.markers.size() - kept;
 
-  // What trace.json holds: the Chrome-trace writer keeps the first
-  // max_slices timeline events (the CLI uses the default cap).
-  const std::uint64_t slices = TimelineEventCount(analysis);
-  const std::uint64_t cap = ChromeTraceWriter::kDefaultMaxSlices;
+  // What trace.json holds: complete, or aggregated to stay loadable (the
+  // plan is the one ChromeTraceWriter follows with its default limit).
+  const TracePlan plan = PlanChromeTrace(analysis);
   doc["trace"] = {
       {"file", "trace.json"},
-      {"slices", slices},
-      {"max_slices", cap},
-      {"slices_omitted", slices > cap ? slices - cap : 0},
+      {"events", plan.events},
+      {"full_events", plan.full_events},
+      {"max_events", plan.max_events},
+      {"aggregated", plan.aggregated()},
+      {"reason", plan.reason},
+      {"flows", plan.flows},
+      {"merge_below_s", Seconds(plan.merge_below_ns)},
+      {"markers_omitted", plan.markers_omitted},
   };
 
   doc["events"] = {

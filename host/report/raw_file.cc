@@ -186,6 +186,7 @@ std::string RunJson(const RunTrace& run) {
   ordered_json code = ordered_json::array();
   for (const CodeInfo& c : run.code) {
     code.push_back({{"id", c.id},
+                    {"pid", c.pid},
                     {"function", EncodeString(c.function)},
                     {"file", EncodeString(c.file)},
                     {"first_line", c.first_line}});
@@ -676,6 +677,7 @@ class Parser {
       Object(c, p);
       CodeInfo code;
       code.id = U64(get(c, p, "id"), p + ".id");
+      if (c.contains("pid")) code.pid = U32(c["pid"], p + ".pid");
       code.function = String(get(c, p, "function"), p + ".function");
       code.file = String(get(c, p, "file"), p + ".file");
       code.first_line = Int(get(c, p, "first_line"), p + ".first_line");

@@ -32,11 +32,14 @@ struct GilInfo {
 };
 
 // A Python code object seen at a GIL release (kFrame events name it by id).
+// Ids are per process (an address in it, tagged with the interpreter id):
+// kFrame events of a thread are resolved against the code of its pid.
 struct CodeInfo {
   std::uint64_t id = 0;
   std::string function;  // co_qualname, e.g. "Worker.run"
   std::string file;      // co_filename
   int first_line = 0;
+  std::uint32_t pid = 0;  // the process whose events use the id; 0: any (older files)
 };
 
 struct ThreadTrace {

@@ -9,6 +9,7 @@
 #include <string_view>
 #include <vector>
 
+#include "report/chrome_trace_writer.h"
 #include "report/findings.h"
 
 namespace gilscope::report {
@@ -381,6 +382,8 @@ void PrintEvents(std::ostream& out, const Analysis& analysis) {
         << " events were lost (a full ring buffer, or a thread with no free recorder slot).\n"
         << "  !! Figures above are computed from what was kept and may be off.\n";
   }
+  const TracePlan plan = PlanChromeTrace(analysis);
+  if (plan.aggregated()) out << "  trace.json is aggregated to stay loadable: " << plan.reason << ".\n";
   if (analysis.events_unknown_gil != 0) {
     out << "  !! " << Count(analysis.events_unknown_gil)
         << " events named a GIL that was not registered; they count for their thread only.\n";

@@ -24,6 +24,7 @@
 #include <cstring>
 #include <latch>
 #include <memory>
+#include <mutex>
 #include <spdlog/spdlog.h>
 #include <thread>
 
@@ -91,30 +92,54 @@ int StartCurrentGil(bool hooks_on, int instance) {
   hooks::GilMeta meta;
   meta.interpreter = PyInterpreterState_GetID(PyInterpreterState_Get());
   meta.instance = instance;
-  // Frames are read only on the main interpreter: the code registry keeps
-  // references, which must be dropped by the interpreter that owns them.
-  meta.probe_frames = PyInterpreterState_Get() == PyInterpreterState_Main();
+  // Frames are read on every interpreter: the code registry tags each
+  // reference with its interpreter, which drops its own at its end
+  // (DrainInterpreterCode).
+  meta.probe_frames = true;
   const int index = hooks::StartGil(AddressesOfCurrentInterpreter(), meta, gilscope_current_tstate());
   if (index < 0) spdlog::warn("a GIL could not be recorded: the run's GIL table is full");
   return index;
 }
 
-// Names for the ids this process's events use (code objects of kFrame,
-// markers), written beside the arena for the supervisor:
-// <arena>.names-<pid>.json = {"code": [[id, qualname, file, line]...],
-//                             "markers": [[id, name]...]}.
-// PRECONDITION: the main interpreter's GIL is held (code objects are read
-// and released).
-void WriteNamesFile() {
-  recorder::Arena* arena = recorder::Installed();
-  if (arena == nullptr || arena->path().empty()) return;
-  nlohmann::json j;
-  j["code"] = nlohmann::json::array();
+// Code names drained from interpreters of this process that already ended
+// (subinterpreters), kept for the process's names file.
+std::mutex g_code_names_mutex;
+nlohmann::json g_code_names = nlohmann::json::array();
+// The process that last wrote its names file (a forked child inherits the
+// value, and must write its own).
+pid_t g_names_written_by = 0;
+
+// Names the code objects the current interpreter's events refer to and
+// releases them. PRECONDITION: its GIL is held, before it ends.
+void DrainInterpreterCode() {
+  nlohmann::json drained = nlohmann::json::array();
   gilscope_code_registry_drain(
       [](std::uint64_t id, const char* qualname, const char* filename, int first_line, void* ctx) {
         static_cast<nlohmann::json*>(ctx)->push_back({id, qualname, filename, first_line});
       },
-      &j["code"]);
+      &drained);
+  std::lock_guard<std::mutex> lock(g_code_names_mutex);
+  for (auto& c : drained) g_code_names.push_back(std::move(c));
+}
+
+// Names for the ids this process's events use (code objects of kFrame,
+// markers), written beside the arena for the supervisor:
+// <arena>.names-<pid>.json = {"pid": P, "code": [[id, qualname, file, line]...],
+//                             "markers": [[id, name]...]}.
+// Code ids are this process's (addresses tagged with the interpreter id).
+// PRECONDITION: the current interpreter's GIL is held (its code objects are
+// read and released).
+void WriteNamesFile() {
+  recorder::Arena* arena = recorder::Installed();
+  if (arena == nullptr || arena->path().empty()) return;
+  DrainInterpreterCode();
+  g_names_written_by = getpid();
+  nlohmann::json j;
+  j["pid"] = static_cast<std::uint32_t>(getpid());
+  {
+    std::lock_guard<std::mutex> lock(g_code_names_mutex);
+    j["code"] = g_code_names;
+  }
   j["markers"] = nlohmann::json::array();
   for (const auto& [id, name] : python::MarkerNames()) j["markers"].push_back({id, name});
   const std::string path = arena->path() + ".names-" + std::to_string(getpid()) + ".json";
@@ -124,6 +149,14 @@ void WriteNamesFile() {
     const bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
     if (std::fclose(f) == 0 && ok) std::rename(tmp.c_str(), path.c_str());
   }
+}
+
+// Runs first in the interposed _exit(): os._exit() (multiprocessing's forked
+// children) skips atexit, so a process that has not written its names file
+// writes it here, while its caller still holds the GIL (os._exit keeps it).
+void WriteNamesBeforeExit() {
+  if (g_names_written_by == getpid() || !Py_IsInitialized() || !PyGILState_Check()) return;
+  WriteNamesFile();
 }
 
 // Stop callback of a main interpreter: close the windows, then name ids.
@@ -184,9 +217,11 @@ void CollectNames(const std::string& arena_path, report::RunTrace& meta) {
   ConsumeRunFiles(arena_path, ".names-", ".json", [&meta](std::istream& in) {
     const nlohmann::json j = nlohmann::json::parse(in, nullptr, /*allow_exceptions=*/false);
     if (!j.is_object()) return;
+    const auto pid = j.value("pid", std::uint32_t{0});
     for (const auto& c : j.value("code", nlohmann::json::array())) {
       if (!c.is_array() || c.size() != 4) continue;
       report::CodeInfo info;
+      info.pid = pid;
       info.id = c[0].get<std::uint64_t>();
       info.function = c[1].get<std::string>();
       info.file = c[2].get<std::string>();
@@ -292,7 +327,13 @@ void RunSubinterpreterInstances(const RunOptions& options, bool own_gil, std::ve
         if (own_gil) {
           const int index = StartCurrentGil(options.hooks, i);
           // Runs in the subinterpreter's atexit, inside Py_EndInterpreter.
-          python::SetStopCallback([index] { hooks::StopGil(index); });
+          python::SetStopCallback([index] {
+            hooks::StopGil(index);
+            DrainInterpreterCode();
+          });
+        } else if (options.hooks) {
+          // Its threads release the main GIL, whose frames are probed too.
+          python::SetStopCallback(&DrainInterpreterCode);
         }
       } catch (const std::exception& e) {
         spdlog::error("instance {}: {}", i, e.what());
@@ -518,6 +559,7 @@ int RunnerMain(const RunOptions& options, recorder::Arena& arena) {
   // In atexit, after CPython joined the script's threads. In a forked
   // instance this closes that child's own (re-indexed) GILs.
   python::SetStopCallback(&StopMainInterpreter);
+  hooks::SetBeforeExit(&WriteNamesBeforeExit);
 
   Watchdog watchdog(arena, options.deadlock_after_s);
   std::vector<int> statuses(static_cast<std::size_t>(options.instances), 0);
@@ -699,6 +741,10 @@ report::RunTrace RunScript(const RunOptions& options) {
     }
   }
   std::vector<recorder::ThreadLog> logs = collector.Take();
+  // A process that outlives the runner (multiprocessing's resource tracker)
+  // may still write events; the collector's last drain (its destructor, after
+  // events.raw is finished) must not hand them to the finished writer.
+  collector.SetSink(nullptr);
   for (const recorder::ThreadLog& log : logs) {
     report::ThreadTrace identity;
     identity.native_id = log.native_id;
@@ -755,6 +801,7 @@ int PythonMain(const std::vector<std::string>& argv, const std::string& executab
   if (arena) {
     StartCurrentGil(true, -1);
     python::SetStopCallback(&StopMainInterpreter);
+    hooks::SetBeforeExit(&WriteNamesBeforeExit);
   }
   const int status = interpreter.RunPythonMain();
   hooks::MarkProcessExit(status);

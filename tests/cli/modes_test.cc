@@ -170,4 +170,74 @@ TEST(ModesTest, CompareWritesEveryModeAndTheBaseline) {
   EXPECT_NE(r.output.find("sequential (baseline)"), std::string::npos) << r.output;
 }
 
+// held_by_function in subinterpreters: the frame probe runs on every
+// interpreter, and each drains its own code names before it ends.
+TEST(ModesTest, SubinterpreterWorkersAreAttributedToTheirFunction) {
+  std::vector<std::string> modes = {"shared-subinterpreters"};
+  if (kOwnGil) modes.push_back("subinterpreters");
+  for (const std::string& mode : modes) {
+    const fs::path out = OutDir("attr_" + mode);
+    const auto r = Gilscope("run " + Workload("cpu_bound.py") + " --mode " + mode + " --instances 2 --out " +
+                            out.string() + " -- --threads 2 --iterations 1500000");
+    ASSERT_EQ(r.status, 0) << r.output;
+    const json rep = ReadJson(out / "report.json");
+    int workers = 0;
+    for (const json& t : rep["threads"]) {
+      if (t["name"].get<std::string>().rfind("worker-", 0) != 0) continue;
+      ++workers;
+      ASSERT_FALSE(t["held_by_function"].empty()) << mode << ": " << t.dump();
+      const json& top = t["held_by_function"][0];
+      EXPECT_EQ(top["function"], "worker") << mode << ": " << t["held_by_function"].dump();
+      EXPECT_NE(top["file"].get<std::string>().find("cpu_bound.py"), std::string::npos) << top.dump();
+    }
+    EXPECT_EQ(workers, 4) << mode;  // 2 instances x 2 workers
+  }
+}
+
+// Children that end through os._exit() (multiprocessing.Process with fork)
+// skip atexit: they name their code in the _exit hook. Spawned children use
+// their own code ids, which may equal the parent's for other functions.
+TEST(ModesTest, ChildProcessesNameTheirOwnFunctions) {
+  const fs::path dir = OutDir("attr_children_script");
+  fs::create_directories(dir);
+  const fs::path script = dir / "children.py";
+  std::ofstream(script) << "import multiprocessing, sys, time\n"
+                           "def child_work(n):\n"
+                           "    total = 0\n"
+                           "    for _ in range(n):\n"
+                           "        for i in range(20000):\n"
+                           "            total += i % 7\n"
+                           "        time.sleep(0.001)\n"
+                           "    return total\n"
+                           "if __name__ == '__main__':\n"
+                           "    ctx = multiprocessing.get_context(sys.argv[1])\n"
+                           "    ps = [ctx.Process(target=child_work, args=(30,)) for _ in range(2)]\n"
+                           "    for p in ps: p.start()\n"
+                           "    for p in ps: p.join()\n"
+                           "    sys.exit(0 if all(p.exitcode == 0 for p in ps) else 1)\n";
+  for (const std::string method : {"fork", "spawn"}) {
+    const fs::path out = OutDir("attr_children_" + method);
+    const auto r = Gilscope("run " + script.string() + " --out " + out.string() + " -- " + method);
+    ASSERT_EQ(r.status, 0) << r.output;
+    const json rep = ReadJson(out / "report.json");
+    std::set<long> children;
+    for (const json& p : rep["processes"]) {
+      if (p["role"] == method) children.insert(p["pid"].get<long>());
+    }
+    int named = 0;
+    for (const json& t : rep["threads"]) {
+      if (!children.count(t["pid"].get<long>())) continue;
+      // 30 time.sleep(0.001) calls inside child_work: at least 30 ms released
+      // there (the top entry may be start-up imports on a loaded machine).
+      for (const json& site : t["released_at"]) {
+        if (site["function"] == "child_work" && site["file"].get<std::string>().find("children.py") != std::string::npos &&
+            site["released_s"].get<double>() >= 0.025) {
+          ++named;
+        }
+      }
+    }
+    EXPECT_EQ(named, 2) << method << ": " << rep["threads"].dump();
+  }
+}
+
 }  // namespace

@@ -512,5 +512,67 @@ TEST(ReportAnalysis, FoldedRequestsGiveTheSameFiguresAsWrittenOnes) {
   EXPECT_EQ(a.gils[0].acquisitions, b.gils[0].acquisitions);
   EXPECT_EQ(b.gils[0].acquisitions, 6u);
 }
+
+// A forked child's (or subinterpreter's) GIL lives 40..90 ms of a 100 ms run:
+//   C (0xC): holds from the GIL's window start (synthetic at-start) to 60,
+//            waits 65..72, holds 72..85, exits at 85.
+//   D (0xD): waits 50..60, holds 60..70 (forced off), exits at 80.
+// GIL 1: busy 20 + 10 + 13 = 43 of its 50 ms (0.86), contended 10 (D under
+// C) + 5 (C under D) = 15 (0.3), hand-off 70..72 (0.04); switches D@60, C@72.
+// C's lifetime starts at 40, not at the run's start. GIL 0, held all run by
+// A, is busy 1.0 of its own (the run's) window.
+TEST(ReportAnalysis, EachGilIsMeasuredOverItsOwnWindow) {
+  RunTrace run = EmptyRun(100);
+  GilInfo child = Gil(1, 0xC, 2);
+  child.start_ns = At(40);
+  child.end_ns = At(90);
+  run.gils = {Gil(0, 0xA, 0), child};
+  run.threads.push_back(Thread("A", 1, {Tstate(0xA), AcquiredAtStart(0)}));
+  run.threads.push_back(Thread("C", 2, {Tstate(0xC), AcquiredAtStart(1), Released(60, false, 1), Request(65, 1),
+                                        Acquired(72, 1), Exit(85)}));
+  run.threads.push_back(
+      Thread("D", 3, {Tstate(0xD), Request(50, 1), Acquired(60, 1), Released(70, true, 1), Exit(80)}));
+  const Analysis a = Analyze(run);
+  ExpectConsistent(a);
+
+  const GilStats& g1 = a.gils[1];
+  EXPECT_EQ(g1.start_ns, At(40));
+  EXPECT_EQ(g1.end_ns, At(90));
+  EXPECT_DOUBLE_EQ(g1.window_s, 0.05);
+  EXPECT_EQ(g1.busy_ns, 43 * kMs);
+  EXPECT_DOUBLE_EQ(g1.busy_fraction, 0.86);
+  EXPECT_EQ(g1.contended_ns, 15 * kMs);
+  EXPECT_DOUBLE_EQ(g1.contended_fraction, 0.3);
+  EXPECT_DOUBLE_EQ(g1.handoff_fraction, 0.04);
+  EXPECT_EQ(g1.acquisitions, 2u);
+  EXPECT_EQ(g1.switches, 2u);
+  EXPECT_EQ(g1.switches, g1.cpython_switches);
+
+  const ThreadStats& c = a.threads[1];
+  EXPECT_EQ(c.lifetime_start_ns, At(40));
+  EXPECT_EQ(c.held_ns, 33 * kMs);
+  EXPECT_EQ(c.waiting_ns, 7 * kMs);
+  EXPECT_EQ(c.lifetime_ns, 45 * kMs);
+
+  EXPECT_EQ(a.gils[0].start_ns, At(0));
+  EXPECT_DOUBLE_EQ(a.gils[0].busy_fraction, 1.0);
+}
+
+// An acquisition outside the GIL's window is not replayed against CPython's
+// counter, which was read at the window's ends.
+TEST(ReportAnalysis, SwitchesAreCountedInsideTheGilsWindowOnly) {
+  RunTrace run = EmptyRun(100);
+  GilInfo g = Gil(0, 0xA, 1);
+  g.start_ns = At(10);
+  g.end_ns = At(60);
+  run.gils = {g};
+  run.threads.push_back(Thread("A", 1, {Tstate(0xA), AcquiredAtStart(0), Released(30, false), Request(70),
+                                        Acquired(72), Released(80, false)}));
+  run.threads.push_back(Thread("B", 2, {Tstate(0xB), Request(20), Acquired(30), Released(40, false)}));
+  const Analysis a = Analyze(run);
+  EXPECT_EQ(a.gils[0].acquisitions, 1u);  // B@30; A@72 is after the window
+  EXPECT_EQ(a.gils[0].switches, 1u);
+}
+
 }  // namespace
 }  // namespace gilscope::report

@@ -132,6 +132,44 @@ TEST(ReportAttribution, AFrameLeftByADroppedReleaseNamesNothingLater) {
   EXPECT_EQ(Rows(a.threads[0].held_by_function), expected);
 }
 
+// Code ids are addresses in the process that recorded them: two spawned
+// processes can use one id for different functions, and a forked child that
+// wrote no names (killed) inherited its parent's code. Each process, 10 ms:
+//   pid 4242 (runner): id 7 = parent_fn        holds 0..10 in 7
+//   pid 6001 (spawn):  id 7 = spawned_fn       holds 0..10 in 7
+//   pid 6002 (fork of 4242, no names): id 7 -> parent_fn (inherited)
+//   pid 6003 (spawn, no names): id 7 -> <unknown>, never another process's
+//   pid 6004 (spawn): id 9 only in a pid-0 entry (an older file) -> old_fn
+TEST(ReportAttribution, CodeIdsAreResolvedInTheProcessThatRecordedThem) {
+  RunTrace run = EmptyRun(20);
+  run.gils = {Gil(0, 0, 0), Gil(1, 0, 0), Gil(2, 0, 0), Gil(3, 0, 0), Gil(4, 0, 0)};
+  run.processes = {{4242, 1, "runner", "ok", 0, -1},
+                   {6001, 4242, "spawn", "ok", 0, -1},
+                   {6002, 4242, "fork", "crashed", 137, -1},
+                   {6003, 4242, "spawn", "ok", 0, -1},
+                   {6004, 4242, "spawn", "ok", 0, -1}};
+  run.code = {Code(7, "parent_fn", "main.py", 3), Code(7, "spawned_fn", "worker.py", 5), Code(9, "old_fn", "old.py", 1)};
+  run.code[0].pid = 4242;
+  run.code[1].pid = 6001;
+  run.code[2].pid = 0;
+  const std::uint32_t pids[] = {4242, 6001, 6002, 6003, 6004};
+  for (std::uint8_t g = 0; g < 5; ++g) {
+    ThreadTrace t = Thread("MainThread", 100 + g,
+                           {Tstate(0xA), AcquiredAtStart(g), Frame(g == 4 ? 9 : 7, 12), Released(10, false, g)});
+    t.pid = pids[g];
+    run.threads.push_back(t);
+  }
+  const Analysis a = Analyze(run);
+  auto top = [&](std::size_t i) { return a.threads[i].held_by_function.at(0).function; };
+  EXPECT_EQ(top(0), "parent_fn");
+  EXPECT_EQ(top(1), "spawned_fn");
+  EXPECT_EQ(top(2), "parent_fn");
+  EXPECT_EQ(top(3), "<unknown>");
+  EXPECT_EQ(top(4), "old_fn");
+  EXPECT_EQ(a.threads[1].held_by_function.at(0).file, "worker.py");
+  EXPECT_DOUBLE_EQ(a.threads[1].held_by_function.at(0).seconds, 0.010);
+}
+
 TEST(ReportAnalysisExtras, CopiesCpuTime) {
   RunTrace run = SmallRun();
   run.threads[0].cpu_s = 1.25;

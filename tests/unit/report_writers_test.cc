@@ -12,7 +12,9 @@
 #include <fstream>
 #include <map>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
+#include <tuple>
 #include <string>
 #include <vector>
 
@@ -179,11 +181,11 @@ TEST(ReportTextWriter, ShowsTheGilColumnOnlyWithSeveralGils) {
   EXPECT_NE(table[0].find(" GIL "), std::string::npos) << table[0];
 }
 
-std::string ChromeTrace(const RunTrace& run, std::uint64_t max_slices, std::uint64_t* omitted = nullptr) {
+std::string ChromeTrace(const RunTrace& run, std::uint64_t max_events, TracePlan* plan = nullptr) {
   std::ostringstream out;
-  ChromeTraceWriter writer(out, max_slices);
+  ChromeTraceWriter writer(out, max_events);
   writer.Write(run, Analyze(run));
-  if (omitted != nullptr) *omitted = writer.OmittedSlices();
+  if (plan != nullptr) *plan = writer.plan();
   return out.str();
 }
 
@@ -195,12 +197,14 @@ std::vector<json> EventsWithPhase(const json& doc, const std::string& ph) {
   return events;
 }
 
+constexpr std::uint64_t kGilLane = ChromeTraceWriter::kGilTidBase;
+
 TEST(ReportChromeTraceWriter, MatchesGoldenForSmallRun) {
-  ExpectMatchesGolden("trace_small.json", ChromeTrace(SmallRun(), ChromeTraceWriter::kDefaultMaxSlices));
+  ExpectMatchesGolden("trace_small.json", ChromeTrace(SmallRun(), ChromeTraceWriter::kDefaultMaxEvents));
 }
 
-TEST(ReportChromeTraceWriter, NamesTheProcessAndEveryTrack) {
-  const json doc = json::parse(ChromeTrace(SmallRun(), ChromeTraceWriter::kDefaultMaxSlices));
+TEST(ReportChromeTraceWriter, NamesAndSortsTheProcessAndEveryTrack) {
+  const json doc = json::parse(ChromeTrace(SmallRun(), ChromeTraceWriter::kDefaultMaxEvents));
   std::map<std::pair<std::string, std::uint64_t>, json> meta;  // (name, tid) -> args
   for (const json& e : EventsWithPhase(doc, "M")) {
     EXPECT_EQ(e["pid"], 4242);
@@ -208,73 +212,213 @@ TEST(ReportChromeTraceWriter, NamesTheProcessAndEveryTrack) {
   }
   auto args = [&](const std::string& name, std::uint64_t tid) { return meta[{name, tid}]; };
   EXPECT_EQ(args("process_name", 0)["name"], "gilscope: demo.py");
+  EXPECT_EQ(args("process_sort_index", 0)["sort_index"], 0);
   EXPECT_EQ(args("thread_name", 1)["name"], "MainThread (1001)");
   EXPECT_EQ(args("thread_name", 2)["name"], "worker-1 (1002)");
-  EXPECT_EQ(args("thread_name", 1'000'000)["name"], "GIL 0 holder");
-  EXPECT_EQ(args("thread_sort_index", 1'000'000)["sort_index"], 0);
+  EXPECT_EQ(args("thread_name", kGilLane)["name"], "GIL 0 holder (interpreter 0)");
+  EXPECT_EQ(args("thread_sort_index", kGilLane)["sort_index"], 0);
   EXPECT_EQ(args("thread_sort_index", 1)["sort_index"], 1);
-  EXPECT_EQ(args("thread_sort_index", 2)["sort_index"], 2);
+  EXPECT_EQ(args("thread_sort_index", 2)["sort_index"], 3);
 }
 
-TEST(ReportChromeTraceWriter, DrawsEveryHoldWaitAndWaitingCount) {
-  const json doc = json::parse(ChromeTrace(SmallRun(), ChromeTraceWriter::kDefaultMaxSlices));
-  int holding = 0, waiting = 0, gil_track = 0;
+// SmallRun's thread lanes, back to back over each lifetime:
+//   MainThread 0..90:  H 0..20, R 20..30, W 30..40, H 40..70, R 70..90
+//   worker-1   5..100: W 5..20, H 20..38, R 38..80, W 80..82, H 82..100
+// (worker-1's lifetime starts at its first event, 5 ms.)
+TEST(ReportChromeTraceWriter, DrawsEveryStateInItsOwnColourOverEachLifetime) {
+  const json doc = json::parse(ChromeTrace(SmallRun(), ChromeTraceWriter::kDefaultMaxEvents));
+  std::map<std::uint64_t, std::vector<std::tuple<std::string, double, double, std::string>>> lanes;
+  std::set<std::string> colours;
+  int gil_lane = 0;
   for (const json& e : EventsWithPhase(doc, "X")) {
-    EXPECT_EQ(e["cat"], "gil");
-    if (e["name"] == "holding GIL") ++holding;
-    if (e["name"] == "waiting for GIL") ++waiting;
-    if (e["tid"] == 1'000'000) ++gil_track;
-    // worker-1's first hold: 20 ms .. 38 ms after the window start, in us.
-    if (e["tid"] == 2 && e["name"] == "holding GIL" && e["ts"] == 20000.0) {
-      EXPECT_DOUBLE_EQ(e["dur"].get<double>(), 18000.0);
+    const auto tid = e["tid"].get<std::uint64_t>();
+    if (tid == kGilLane) {
+      ++gil_lane;
+      continue;
     }
+    lanes[tid].push_back({e["name"], e["ts"], e["dur"], e["cname"]});
   }
-  EXPECT_EQ(holding, 4);
-  EXPECT_EQ(waiting, 3);
-  EXPECT_EQ(gil_track, 4);
+  EXPECT_EQ(gil_lane, 4);
+  using Slice = std::tuple<std::string, double, double, std::string>;
+  const std::string h = "holding GIL", w = "waiting for GIL", r = "released GIL";
+  const std::string hc = "thread_state_running", wc = "terrible", rc = "thread_state_sleeping";
+  EXPECT_EQ(lanes[1], (std::vector<Slice>{{h, 0.0, 20000.0, hc},
+                                          {r, 20000.0, 10000.0, rc},
+                                          {w, 30000.0, 10000.0, wc},
+                                          {h, 40000.0, 30000.0, hc},
+                                          {r, 70000.0, 20000.0, rc}}));
+  EXPECT_EQ(lanes[2], (std::vector<Slice>{{w, 5000.0, 15000.0, wc},
+                                          {h, 20000.0, 18000.0, hc},
+                                          {r, 38000.0, 42000.0, rc},
+                                          {w, 80000.0, 2000.0, wc},
+                                          {h, 82000.0, 18000.0, hc}}));
+}
 
+// Counter samples must equal the number of thread lanes in "waiting for GIL"
+// at that instant, and never go negative.
+TEST(ReportChromeTraceWriter, WaitingCounterMatchesTheWaitingSlices) {
+  const json doc = json::parse(ChromeTrace(SmallRun(), ChromeTraceWriter::kDefaultMaxEvents));
+  std::vector<std::pair<double, double>> waits;
+  for (const json& e : EventsWithPhase(doc, "X")) {
+    if (e["name"] == "waiting for GIL") waits.push_back({e["ts"], e["ts"].get<double>() + e["dur"].get<double>()});
+  }
   std::vector<std::pair<double, int>> counter;
   for (const json& e : EventsWithPhase(doc, "C")) {
     EXPECT_EQ(e["name"], "waiting threads (GIL 0)");
-    counter.push_back({e["ts"].get<double>(), e["args"]["waiting"].get<int>()});
+    EXPECT_EQ(e["tid"], kGilLane);
+    const int n = e["args"]["waiting"].get<int>();
+    EXPECT_GE(n, 0);
+    const double ts = e["ts"];
+    int expected = 0;
+    for (const auto& [a, b] : waits) expected += a <= ts && ts < b;
+    EXPECT_EQ(n, expected) << "at " << ts;
+    counter.push_back({ts, n});
   }
   const std::vector<std::pair<double, int>> expected = {{0.0, 0},     {5000.0, 1},  {20000.0, 0}, {30000.0, 1},
                                                         {40000.0, 0}, {80000.0, 1}, {82000.0, 0}};
   EXPECT_EQ(counter, expected);
 }
 
-TEST(ReportChromeTraceWriter, WritesTimelineEventsInTimeOrder) {
-  const json doc = json::parse(ChromeTrace(SmallRun(), ChromeTraceWriter::kDefaultMaxSlices));
-  double last = -1;
-  for (const json& e : doc["traceEvents"]) {
-    if (e["ph"] == "M") continue;
-    EXPECT_GE(e["ts"].get<double>(), last) << e.dump();
-    last = e["ts"].get<double>();
+// GIL 0's holders: A 0..20, B 20..38, A 40..70, B 82..100: three hand-offs,
+// each an arrow from the releasing thread's hold to the acquirer's.
+TEST(ReportChromeTraceWriter, DrawsAHandOffArrowFromEachReleaseToTheNextHolder) {
+  const json doc = json::parse(ChromeTrace(SmallRun(), ChromeTraceWriter::kDefaultMaxEvents));
+  std::map<std::uint64_t, json> starts, finishes;
+  for (const json& e : EventsWithPhase(doc, "s")) {
+    EXPECT_TRUE(starts.emplace(e["id"].get<std::uint64_t>(), e).second) << "duplicate flow id " << e.dump();
   }
+  for (const json& e : EventsWithPhase(doc, "f")) {
+    EXPECT_EQ(e["bp"], "e");
+    EXPECT_TRUE(finishes.emplace(e["id"].get<std::uint64_t>(), e).second) << "duplicate flow id " << e.dump();
+  }
+  ASSERT_EQ(starts.size(), 3u);
+  ASSERT_EQ(finishes.size(), 3u);
+  // (from tid, s ts, to tid, f ts): one ns inside each hold.
+  std::vector<std::tuple<int, double, int, double>> flows;
+  for (const auto& [id, s] : starts) {
+    ASSERT_TRUE(finishes.count(id)) << "flow " << id << " has no end";
+    const json& f = finishes[id];
+    EXPECT_EQ(s["cat"], f["cat"]);
+    EXPECT_EQ(s["name"], f["name"]);
+    EXPECT_LT(s["ts"].get<double>(), f["ts"].get<double>());
+    flows.push_back({s["tid"], s["ts"], f["tid"], f["ts"]});
+  }
+  EXPECT_EQ(flows, (std::vector<std::tuple<int, double, int, double>>{
+                       {1, 19999.999, 2, 20000.001}, {2, 37999.999, 1, 40000.001}, {1, 69999.999, 2, 82000.001}}));
 }
 
-TEST(ReportChromeTraceWriter, CapsSlicesAndSaysHowManyWereOmitted) {
-  // SmallRun has 7 thread slices + 4 GIL slices + 7 counter samples = 18.
-  std::uint64_t omitted = 0;
-  const json full = json::parse(ChromeTrace(SmallRun(), 18, &omitted));
-  EXPECT_EQ(omitted, 0u);
-  EXPECT_TRUE(EventsWithPhase(full, "i").empty());
-
-  const json doc = json::parse(ChromeTrace(SmallRun(), 5, &omitted));
-  EXPECT_EQ(omitted, 13u);
-  EXPECT_EQ(EventsWithPhase(doc, "X").size() + EventsWithPhase(doc, "C").size(), 5u);
+TEST(ReportChromeTraceWriter, PutsMarkersOnTheirThreadsMarkersLane) {
+  const RunTrace run = ConvoyRun(44);
+  std::ostringstream out;
+  ChromeTraceWriter(out).Write(run, Analyze(run));
+  const json doc = json::parse(out.str());
   const std::vector<json> marks = EventsWithPhase(doc, "i");
   ASSERT_EQ(marks.size(), 1u);
-  EXPECT_EQ(marks[0]["args"]["omitted_slices"], 13);
-  EXPECT_NE(marks[0]["name"].get<std::string>().find("13 slices omitted"), std::string::npos);
-  // The five earliest are kept (0, 0, 0, 5, 5 ms), so the cut is at 20 ms.
-  EXPECT_DOUBLE_EQ(marks[0]["ts"].get<double>(), 20000.0);
-  EXPECT_EQ(doc["otherData"]["slices_omitted"], 13);
+  EXPECT_EQ(marks[0]["name"], "start");
+  EXPECT_EQ(marks[0]["tid"], ChromeTraceWriter::kMarkerTidBase + 0);  // MainThread
+  EXPECT_DOUBLE_EQ(marks[0]["ts"].get<double>(), 1000.0);
+  int regions = 0;
+  for (const json& e : EventsWithPhase(doc, "X")) {
+    if (e["cat"] != "marker") continue;
+    ++regions;
+    EXPECT_EQ(e["name"], "crunch");
+    EXPECT_EQ(e["tid"], ChromeTraceWriter::kMarkerTidBase + 1);  // worker-0
+    EXPECT_DOUBLE_EQ(e["ts"].get<double>(), 2000.0);
+  }
+  EXPECT_EQ(regions, 1);
+  bool named = false;
+  for (const json& e : EventsWithPhase(doc, "M")) {
+    named |= e["name"] == "thread_name" && e["tid"] == ChromeTraceWriter::kMarkerTidBase + 1 &&
+             e["args"]["name"] == "worker-0 (" + std::to_string(run.threads[1].native_id) + ") markers";
+  }
+  EXPECT_TRUE(named);
+}
+
+TEST(ReportChromeTraceWriter, PutsEveryProcessInTheFileUnderItsOwnPid) {
+  RunTrace run = SmallRun();
+  run.processes = {{4242, 1, "runner", "ok", 0, -1}, {5151, 4242, "fork", "ok", 0, -1}};
+  GilInfo child = Gil(1, 0, 0);
+  child.pid = 5151;
+  run.gils[0].pid = 4242;
+  run.gils.push_back(child);
+  ThreadTrace t = Thread("MainThread", 5151, {Request(10, 1), Acquired(11, 1), Released(50, false, 1)});
+  t.pid = 5151;
+  run.threads.push_back(t);
+  const json doc = json::parse(ChromeTrace(run, ChromeTraceWriter::kDefaultMaxEvents));
+  std::map<std::uint64_t, json> processes;
+  for (const json& e : EventsWithPhase(doc, "M")) {
+    if (e["name"] == "process_sort_index") processes[e["pid"]]["sort"] = e["args"]["sort_index"];
+    if (e["name"] == "process_name") processes[e["pid"]]["name"] = e["args"]["name"];
+  }
+  ASSERT_EQ(processes.size(), 2u);
+  EXPECT_EQ(processes[4242]["sort"], 0);
+  EXPECT_EQ(processes[5151]["sort"], 1);
+  EXPECT_EQ(processes[5151]["name"], "gilscope: demo.py (fork)");
+  int child_gil = 0, child_thread = 0;
+  for (const json& e : EventsWithPhase(doc, "X")) {
+    if (e["tid"] == kGilLane + 1) {
+      EXPECT_EQ(e["pid"], 5151);
+      ++child_gil;
+    }
+    if (e["tid"] == 3) {
+      EXPECT_EQ(e["pid"], 5151);
+      ++child_thread;
+    }
+  }
+  EXPECT_EQ(child_gil, 1);
+  EXPECT_EQ(child_thread, 3);  // waiting 10..11, holding 11..50, released 50..100
+}
+
+// SmallRun: 10 thread slices + 4 holder slices + 7 counter samples + 3 flows
+// (6 events) = 27. Below that the arrows go first, then short slices merge.
+TEST(ReportChromeTraceWriter, AggregatesAboveTheLimitAndSaysSo) {
+  TracePlan plan;
+  const json full = json::parse(ChromeTrace(SmallRun(), 27, &plan));
+  EXPECT_EQ(plan.full_events, 27u);
+  EXPECT_FALSE(plan.aggregated());
+  EXPECT_EQ(full["otherData"]["aggregated"], false);
+
+  const json no_flows = json::parse(ChromeTrace(SmallRun(), 26, &plan));
+  EXPECT_TRUE(plan.aggregated());
+  EXPECT_FALSE(plan.flows);
+  EXPECT_EQ(plan.merge_below_ns, 0u);
+  EXPECT_EQ(plan.events, 21u);
+  EXPECT_TRUE(EventsWithPhase(no_flows, "s").empty());
+  EXPECT_EQ(no_flows["otherData"]["aggregated"], true);
+  EXPECT_NE(plan.reason.find("would hold 27 events (limit 26): hand-off arrows left out"), std::string::npos)
+      << plan.reason;
+
+  const json merged = json::parse(ChromeTrace(SmallRun(), 12, &plan));
+  EXPECT_GT(plan.merge_below_ns, 0u);
+  EXPECT_LE(plan.events, 12u);
+  std::size_t timeline = 0;
+  bool saw_aggregate = false;
+  for (const json& e : merged["traceEvents"]) {
+    if (e["ph"] == "M") continue;
+    ++timeline;
+    saw_aggregate |= e["name"].get<std::string>().find("(aggregated)") != std::string::npos;
+    if (e["ph"] == "C") {
+      EXPECT_GE(e["args"]["waiting"].get<int>(), 0);
+    }
+  }
+  EXPECT_EQ(timeline, plan.events) << "the plan and the file disagree";
+  EXPECT_TRUE(saw_aggregate);
+  EXPECT_NE(plan.reason.find("merged"), std::string::npos) << plan.reason;
+  // Merged slices still tile each thread's lifetime: MainThread 0..90.
+  double covered = 0;
+  for (const json& e : EventsWithPhase(merged, "X")) {
+    if (e["tid"] == 1) covered += e["dur"].get<double>();
+  }
+  EXPECT_DOUBLE_EQ(covered, 90000.0);
+
+  // report.json and report.txt say the same as the writer.
+  const Analysis analysis = Analyze(SmallRun());
+  EXPECT_EQ(PlanChromeTrace(analysis, 12).events, plan.events);
 }
 
 TEST(ReportChromeTraceWriter, StaysValidJsonWithInvalidUtf8) {
   json doc;
-  ASSERT_NO_THROW(doc = json::parse(ChromeTrace(HostileRun(), ChromeTraceWriter::kDefaultMaxSlices)));
+  ASSERT_NO_THROW(doc = json::parse(ChromeTrace(HostileRun(), ChromeTraceWriter::kDefaultMaxEvents)));
   EXPECT_EQ(doc["traceEvents"][0]["args"]["name"], "gilscope: bad\xef\xbf\xbd\xef\xbf\xbd.py");
 }
 
@@ -360,8 +504,9 @@ TEST(ReportJsonWriter, CarriesAttributionTaxFindingsMarkersAndTraceSize) {
   EXPECT_DOUBLE_EQ(doc["markers"][1]["start_s"].get<double>(), 0.002);
   EXPECT_EQ(doc["markers_omitted"], 0);
 
-  EXPECT_EQ(doc["trace"]["slices"], TimelineEventCount(analysis));
-  EXPECT_EQ(doc["trace"]["slices_omitted"], 0);
+  EXPECT_EQ(doc["trace"]["events"], PlanChromeTrace(analysis).full_events);
+  EXPECT_EQ(doc["trace"]["aggregated"], false);
+  EXPECT_EQ(doc["trace"]["reason"], "");
 }
 
 TEST(ReportJsonWriter, KeepsAHostileThreadNameIntact) {

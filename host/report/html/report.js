@@ -886,9 +886,9 @@
     append(meta, ev.dropped ? el('span', 'warn', ev.dropped.toLocaleString() + ' dropped: figures may be off')
       : (ev.dropped || 0) + ' dropped');
     if (report.trace) {
-      append(meta, ' \u00b7 trace.json: ' + report.trace.slices.toLocaleString() + ' slices' +
-        (report.trace.slices_omitted ? ' (' + report.trace.slices_omitted.toLocaleString() +
-          ' left out to keep it loadable; this page shows them all)' : ''));
+      append(meta, ' \u00b7 trace.json: ' + report.trace.events.toLocaleString() + ' events' +
+        (report.trace.aggregated ? ' (aggregated to stay loadable: ' + report.trace.reason +
+          '; this page shows every interval)' : ''));
     }
   }
 
@@ -923,6 +923,8 @@
       redraw = Math.min(redraw, timeline.lastDrawMs());
     }
     body.setAttribute('data-redraw-ms', redraw.toFixed(1));
+    /* From navigation start to here: parsing the page and its data included. */
+    body.setAttribute('data-ready-ms', performance.now().toFixed(0));
     if (body.getAttribute('data-timeline') !== 'error') body.setAttribute('data-timeline', 'drawn');
   }
 
