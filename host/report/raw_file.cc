@@ -418,12 +418,13 @@ class Parser {
     const std::uint16_t version = LoadU16(header + 8);
     const std::uint16_t event_size = LoadU16(header + 10);
     const std::uint32_t flags = LoadU32(header + 12);
-    if (version != kRawFormatVersion) {
-      Fail("unsupported format version " + std::to_string(version) + " (this gilscope reads version " +
-           std::to_string(kRawFormatVersion) + ")");
+    if (version < kOldestRawFormatVersion || version > kRawFormatVersion) {
+      Fail("unsupported format version " + std::to_string(version) + " (this gilscope reads versions " +
+           std::to_string(kOldestRawFormatVersion) + " to " + std::to_string(kRawFormatVersion) + ")");
     }
     if (event_size != kEventSize) {
-      Fail("the header says events are " + std::to_string(event_size) + " bytes; version 1 events are 16");
+      Fail("the header says events are " + std::to_string(event_size) + " bytes; version " + std::to_string(version) +
+           " events are 16");
     }
     if (flags != 0) {
       char hex[16];

@@ -8,7 +8,7 @@
 // record, and an END record marks a file that was finished cleanly.
 // ReadRawFile() turns the file back into a RunTrace and trusts nothing in it.
 //
-// Format, version 1. All integers little-endian, no padding, no alignment.
+// Format, version 2 (version 1 is the same without folded requests; both are read). All integers little-endian, no padding, no alignment.
 //
 //   File header, 16 bytes:
 //     0   8  magic       89 47 49 4C 52 41 57 0A ("\x89GILRAW\n": the high
@@ -16,7 +16,7 @@
 //                         newline translation)
 //     8   2  version     u16, 1
 //    10   2  event size  u16, 16 (sizeof(recorder::Event))
-//    12   4  flags       u32; version 1 defines none and a reader rejects any
+//    12   4  flags       u32; versions 1 and 2 define none and a reader rejects any
 //                         set bit (a later writer sets one only for a change
 //                         that old readers must not silently misread)
 //
@@ -91,7 +91,12 @@ class RawFileError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
-inline constexpr std::uint16_t kRawFormatVersion = 1;
+// Version 2 adds kAcquired events with kFlagRequestFolded (an uncontended
+// take_gil's request folded into its acquisition). Version 1 files have none
+// and read the same, so both are accepted; a version-1 reader refuses
+// version 2 instead of silently losing those waits.
+inline constexpr std::uint16_t kRawFormatVersion = 2;
+inline constexpr std::uint16_t kOldestRawFormatVersion = 1;
 inline constexpr std::size_t kRawHeaderSize = 16;
 inline constexpr std::size_t kRawRecordHeaderSize = 8;
 

@@ -380,11 +380,15 @@ TEST_F(RawFileTest, RejectsATruncatedHeader) {
 TEST_F(RawFileTest, RejectsOtherVersionsEventSizesAndFlags) {
   const std::string good = SmallFile(Path("a"));
   std::string bytes = good;
-  bytes[8] = 2;
-  EXPECT_EQ(ErrorFor(bytes), "events.raw: unsupported format version 2 (this gilscope reads version 1)");
+  bytes[8] = 3;
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: unsupported format version 3 (this gilscope reads versions 1 to 2)");
+  bytes[8] = 0;
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: unsupported format version 0 (this gilscope reads versions 1 to 2)");
+  bytes[8] = 1;  // version 1 (no folded requests) still reads
+  EXPECT_EQ(ErrorFor(bytes), "");
   bytes = good;
   bytes[10] = 24;
-  EXPECT_EQ(ErrorFor(bytes), "events.raw: the header says events are 24 bytes; version 1 events are 16");
+  EXPECT_EQ(ErrorFor(bytes), "events.raw: the header says events are 24 bytes; version 2 events are 16");
   bytes = good;
   bytes[13] = 1;
   EXPECT_EQ(ErrorFor(bytes), "events.raw: unknown header flags 0x100 (written by a newer gilscope?)");
