@@ -678,8 +678,12 @@ report::RunTrace RunScript(const RunOptions& options) {
   collector.SetSink([&raw](std::uint32_t slot, const recorder::Event* events, std::size_t n) {
     raw.AppendEvents(slot, events, n);
   });
-  collector.Start();
 
+  // Fork while the supervisor has one thread: a lock another thread holds
+  // at fork() stays locked in the child for ever (AddressSanitizer's
+  // allocator in GCC 12 has no fork handler, and the drain thread allocates,
+  // so the runner deadlocked in its first malloc). Events wait in the rings
+  // until the drain starts just after.
   std::fflush(nullptr);
   const pid_t runner = fork();
   if (runner < 0) throw std::runtime_error(std::string("fork: ") + std::strerror(errno));
@@ -695,6 +699,7 @@ report::RunTrace RunScript(const RunOptions& options) {
     std::fflush(nullptr);
     _exit(status);
   }
+  collector.Start();
 
   struct sigaction on_int {}, old_int {};
   on_int.sa_handler = &OnInterrupt;
