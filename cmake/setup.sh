@@ -63,9 +63,20 @@ case "${1:-}" in
     # to CPython, which raises MemoryError, as glibc malloc does.
     build_dir="${GILSCOPE_BUILD_DIR:-build-asan}"
     build -DGILSCOPE_SANITIZE=ON -DGILSCOPE_BUILD_BENCH=OFF
-    export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+    # handle_segv=0: a script's own segfault must kill the runner with
+    # SIGSEGV (the crash test checks status 139), not be reported by ASan.
+    export ASAN_OPTIONS="detect_leaks=0:allocator_may_return_null=1:abort_on_error=0:halt_on_error=1:detect_stack_use_after_return=0:handle_segv=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
     export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
-    ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" -LE browser
+    # Left out under ASan, with reasons:
+    # - scripts that fork while other threads run (processes mode, pools,
+    #   compare, many children): GCC 12's ASan allocator has no fork
+    #   handler, so a child forked while another thread holds its lock
+    #   deadlocks in its first malloc (the normal build uses glibc malloc,
+    #   which has one);
+    # - --memory-limit: RLIMIT_DATA cannot bound a process whose allocator
+    #   is ASan's (it reserves its heap and shadow up front).
+    ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 120 -LE browser \
+      -E 'Processes|Pool|Compare|ChildProcesses|ForksAndSpawns|MemoryLimitTurns'
     ;;
   bench)
     # Benchmarks, not tests (CTest never runs them). Extra arguments go to
