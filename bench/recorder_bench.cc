@@ -7,14 +7,15 @@
 //                          background: CPU ns/event is the recorder's cost.
 //   BM_Record/threads:2    the same with two producer threads at once (each
 //                          has its own ring; shared cache lines would show).
-//   BM_RecordWithClock     Record(NowNs()): one event as the hooks emit it,
+//   BM_RecordWithClock     Record(Stamp()): one event as the hooks write it,
 //                          stamp included (recorder_ns_per_event).
 //   BM_RecordWithRdtsc     Record(__rdtsc()): the same with a raw TSC stamp.
-//   BM_Clock/...           the time stamp alone: now_ns (NowNs(), what the
-//                          recorder uses: the calibrated TSC when the CPU has
-//                          an invariant one, else CLOCK_MONOTONIC; the label
-//                          says which), CLOCK_MONOTONIC through the vDSO,
-//                          rdtsc, rdtscp, lfence+rdtsc.
+//   BM_Clock/...           the time stamp alone: stamp (Stamp(), the hot
+//                          path's: rdtsc when the CPU has an invariant TSC,
+//                          else CLOCK_MONOTONIC; the label says which), now_ns
+//                          (NowNs(): ordered and converted to ns, for
+//                          everything off the hot path), CLOCK_MONOTONIC
+//                          through the vDSO, rdtsc, rdtscp, lfence+rdtsc.
 //   BM_FindMiss            hooks::Find() on an address that is no GIL's: the
 //                          whole extra cost of every hooked call in a run.
 //   BM_MutexPair/...       pthread_mutex_lock + unlock on an unwatched mutex,
@@ -174,7 +175,7 @@ void BM_Record(benchmark::State& state) {
 BENCHMARK(BM_Record)->Threads(1)->Threads(2);
 
 void BM_RecordWithClock(benchmark::State& state) {
-  RecordLoop(state, [](std::uint64_t) { recorder::Record(EventKind::kReleased, 0, 0, recorder::NowNs()); });
+  RecordLoop(state, [](std::uint64_t) { recorder::Record(EventKind::kReleased, 0, 0, recorder::Stamp()); });
   state.SetLabel(recorder::ClockSource());
 }
 BENCHMARK(BM_RecordWithClock);
@@ -187,6 +188,12 @@ BENCHMARK(BM_RecordWithRdtsc);
 #endif
 
 // --- Time stamps ---------------------------------------------------------
+
+void BM_Clock_Stamp(benchmark::State& state) {
+  for (auto _ : state) benchmark::DoNotOptimize(recorder::Stamp());
+  state.SetLabel(recorder::ClockSource());
+}
+BENCHMARK(BM_Clock_Stamp)->Name("BM_Clock/stamp");
 
 void BM_Clock_NowNs(benchmark::State& state) {
   for (auto _ : state) benchmark::DoNotOptimize(recorder::NowNs());
@@ -211,8 +218,9 @@ void BM_Clock_Rdtscp(benchmark::State& state) {
 }
 BENCHMARK(BM_Clock_Rdtscp)->Name("BM_Clock/rdtscp");
 
-// lfence; rdtsc: the TSC read ordered after every earlier instruction, which
-// a GIL clock needs (a stamp taken after a lock must not be read before it).
+// lfence; rdtsc: the TSC read ordered after every earlier instruction (what
+// the hooks used to stamp acquisitions with; they now order them through the
+// GIL's mutex instead, see gil_watch.cc).
 void BM_Clock_LfenceRdtsc(benchmark::State& state) {
   for (auto _ : state) {
     _mm_lfence();
@@ -299,8 +307,9 @@ BENCHMARK_CAPTURE(BM_SemPair, interposed, &g_interposed_sem_wait);
 // One producer writes at range(0) events/s for range(1) ms while a Collector
 // drains it exactly as `gilscope run` does: the runner's default period, and
 // every event streamed into an events.raw file (report::RawWriter, in a
-// temporary folder) by the drain thread. Each event is stamped with NowNs()
-// and the producer spins on it until the event is due. A thread that was
+// temporary folder) by the drain thread, which converts the stamps. The
+// producer spins on NowNs() until an event is due, then writes it with a
+// stamp, as the hooks do. A thread that was
 // descheduled does not catch up in a burst (a CPython thread makes no GIL
 // calls while it is off its core): when it is more than kMaxLagNs late it
 // starts its schedule again from now, so the rate never exceeds the target;
@@ -347,7 +356,7 @@ void BM_NoDrop(benchmark::State& state) {
         i = 0;
         ++restarts;
       }
-      recorder::Record(EventKind::kReleased, 0, 0, now);
+      recorder::Record(EventKind::kReleased, 0, 0, recorder::Stamp());
       ++attempted;
     }
   }

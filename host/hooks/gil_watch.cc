@@ -3,6 +3,7 @@
 #include <pthread.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
 #include <cstring>
@@ -51,6 +52,11 @@ struct GilState {
   // (timedwait returns with it, both signals are sent under it), so relaxed
   // atomics suffice: the mutex orders them.
   std::atomic<bool> drop_pending{false};
+  // The stamp of the last release, written and read under the GIL's mutex
+  // like drop_pending. Stamps are unordered (clock.h): the next acquisition
+  // is stamped no earlier than this, so one GIL's holds never overlap and a
+  // hand-off never looks negative, whatever the CPU did with rdtsc.
+  std::atomic<std::uint64_t> last_release_stamp{0};
 };
 
 GilState g_gils[kMaxGils];
@@ -60,11 +66,12 @@ FrameProbe g_frame_probe = nullptr;
 struct ThreadHookState {
   int held;                      // index + 1 of the GIL this thread holds; 0 none
   std::uintptr_t last_tstate;    // PyThreadState of its last acquisition
-  // take_gil locked the GIL's mutex at request_ns for GIL requested - 1 and
-  // its kRequest is not written yet: it is written when the thread waits on
-  // the GIL's cond, else folded into the kAcquired that follows. 0: none.
+  // take_gil locked the GIL's mutex at request_stamp (clock.h) for GIL
+  // requested - 1 and its kRequest is not written yet: it is written when
+  // the thread waits on the GIL's cond, else folded into the kAcquired that
+  // follows. 0: none.
   int requested;
-  std::uint64_t request_ns;
+  std::uint64_t request_stamp;
 };
 thread_local ThreadHookState t_hook{};
 
@@ -103,14 +110,14 @@ void Remove(const void* object) {
   }
 }
 
-inline void Emit(EventKind kind, int gil, std::uint16_t flags) noexcept {
-  recorder::Record(kind, static_cast<std::uint8_t>(gil), flags, recorder::NowNs());
+inline void Emit(EventKind kind, int gil, std::uint16_t flags, std::uint64_t stamp) noexcept {
+  recorder::Record(kind, static_cast<std::uint8_t>(gil), flags, stamp);
 }
 
 // Writes the calling thread's pending request (if any) as a kRequest.
 inline void FlushRequest() noexcept {
   if (t_hook.requested != 0) [[unlikely]] {
-    recorder::Record(EventKind::kRequest, static_cast<std::uint8_t>(t_hook.requested - 1), 0, t_hook.request_ns);
+    recorder::Record(EventKind::kRequest, static_cast<std::uint8_t>(t_hook.requested - 1), 0, t_hook.request_stamp);
     t_hook.requested = 0;
   }
 }
@@ -118,9 +125,12 @@ inline void FlushRequest() noexcept {
 // kAcquired for GIL `gil`, with the pending request folded into it when it
 // is this GIL's and its wait fits in `aux`.
 inline void EmitAcquired(int gil, std::uint16_t flags) noexcept {
-  const std::uint64_t now = recorder::NowNs();
+  // Not before the release it follows (see GilState::last_release_stamp).
+  const std::uint64_t now =
+      std::max(recorder::Stamp(), g_gils[gil].last_release_stamp.load(std::memory_order_relaxed));
   if (t_hook.requested == gil + 1) {
-    const std::uint64_t waited = now > t_hook.request_ns ? now - t_hook.request_ns : 0;
+    // In stamp units: the Collector converts the span with the time.
+    const std::uint64_t waited = now > t_hook.request_stamp ? now - t_hook.request_stamp : 0;
     if (waited <= UINT32_MAX) {
       t_hook.requested = 0;
       recorder::Record(EventKind::kAcquired, static_cast<std::uint8_t>(gil), flags | recorder::kFlagRequestFolded,
@@ -218,7 +228,7 @@ int StartGil(const GilAddresses& gil, const GilMeta& meta, std::uintptr_t caller
   t_hook.last_tstate = caller_tstate;
   if (!Open(index, gil, meta, caller_tstate)) return -1;
   recorder::Record(EventKind::kThreadState, static_cast<std::uint8_t>(index), 0, caller_tstate);
-  Emit(EventKind::kAcquired, index, recorder::kFlagAtStart);
+  Emit(EventKind::kAcquired, index, recorder::kFlagAtStart, recorder::Stamp());
   return index;
 }
 
@@ -301,7 +311,7 @@ void OnGilMutexLock(const WatchEntry& e) noexcept {
   if (t_hook.requested == e.gil + 1) return;  // a second lock: the first request stands
   FlushRequest();
   t_hook.requested = e.gil + 1;
-  t_hook.request_ns = recorder::NowNs();
+  t_hook.request_stamp = recorder::Stamp();
 }
 
 unsigned long OnGilTimedWaitBegin(const WatchEntry& e) noexcept {
@@ -318,7 +328,7 @@ void OnGilTimedWaitEnd(const WatchEntry& e, int rc, unsigned long saved_switch) 
   const bool drop = __atomic_load_n(g.addr.locked, __ATOMIC_RELAXED) != 0 &&
                     *g.addr.switch_number == saved_switch;
   if (drop) g.drop_pending.store(true, std::memory_order_relaxed);
-  Emit(EventKind::kWaitTimeout, e.gil, drop ? recorder::kFlagDropRequest : 0);
+  Emit(EventKind::kWaitTimeout, e.gil, drop ? recorder::kFlagDropRequest : 0, recorder::Stamp());
 }
 
 void OnGilCondSignal(const WatchEntry& e) noexcept {
@@ -336,7 +346,9 @@ void OnGilCondSignal(const WatchEntry& e) noexcept {
     }
     FlushRequest();  // a release with no acquisition seen: keep the request
     const bool forced = g.drop_pending.load(std::memory_order_relaxed);
-    Emit(EventKind::kReleased, e.gil, forced ? recorder::kFlagForced : 0);
+    const std::uint64_t stamp = recorder::Stamp();
+    g.last_release_stamp.store(stamp, std::memory_order_relaxed);
+    Emit(EventKind::kReleased, e.gil, forced ? recorder::kFlagForced : 0, stamp);
     t_hook.held = 0;
   } else if (e.kind == ObjectKind::kSwitchCond) {
     // take_gil: locked = 1 and last_holder = this tstate are already stored.
@@ -358,7 +370,7 @@ void OnGilCondSignal(const WatchEntry& e) noexcept {
         r.holder_tstate_at_start = tstate;
       }
       FlushRequest();  // not folded: the window opens at this acquisition
-      Emit(EventKind::kAcquired, e.gil, recorder::kFlagAtStart);
+      Emit(EventKind::kAcquired, e.gil, recorder::kFlagAtStart, recorder::Stamp());
     } else {
       EmitAcquired(e.gil, 0);
     }

@@ -61,7 +61,7 @@ PyObject* Mark(PyObject*, PyObject* args) {
   const std::uint32_t id = MarkerId(std::string(name, static_cast<std::size_t>(size)));
   static constexpr recorder::EventKind kKinds[] = {recorder::EventKind::kMark, recorder::EventKind::kRegionBegin,
                                                    recorder::EventKind::kRegionEnd};
-  recorder::Record(kKinds[kind], 0, 0, recorder::NowNs(), id);
+  recorder::Record(kKinds[kind], 0, 0, recorder::Stamp(), id);
   Py_RETURN_NONE;
 }
 

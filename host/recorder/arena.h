@@ -117,9 +117,12 @@ struct alignas(64) SlotHeader {
   // cpu_known is 1 (release-stored after cpu_ns).
   std::uint64_t cpu_ns;
   std::atomic<std::uint32_t> cpu_known;
-  // Non-zero while the thread waits on a lock with no timeout (sem_wait):
-  // when it began. Written by the owning thread, read by the watchdog.
-  std::atomic<std::uint64_t> lock_wait_since_ns;
+  // Lock waits with no timeout (sem_wait) begun plus ended by the thread: odd
+  // while it waits, and a new value for every new wait, so a watchdog that
+  // sees the same odd value twice knows the thread never stopped waiting in
+  // between (no clock read on the thread's side). Written by the owning
+  // thread only, read by the watchdog.
+  std::atomic<std::uint64_t> lock_wait_seq;
   // Consumer side. tail_ counts events consumed; release-stored after the
   // consumer copied them so the producer may overwrite those cells.
   alignas(64) std::atomic<std::uint64_t> tail;

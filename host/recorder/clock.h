@@ -1,24 +1,34 @@
 // The recorder's clock: monotonic nanoseconds, comparable across threads and
 // across the processes of a run.
 //
-// Every event is stamped with NowNs(). Events written by different threads
-// under the same GIL mutex must order the same way as the mutex did, so the
-// clock must be system-wide monotonic, not a per-core counter that may differ
-// between cores.
+// Events written by different threads under the same GIL mutex must order the
+// same way as the mutex did, so the clock must be system-wide monotonic, not
+// a per-core counter that may differ between cores.
 //
 // Two sources, chosen once per run when its arena is created:
-//   - the TSC (`lfence; rdtsc`, about 19 ns here instead of 28 ns for the vDSO
-//     clock_gettime on kvm-clock), when the CPU says it is invariant
-//     (constant_tsc and nonstop_tsc in /proc/cpuinfo): the ticks since a base
-//     are scaled to nanoseconds with a multiply and a shift calibrated against
-//     CLOCK_MONOTONIC (TscCalibration). The calibration lives in the arena, so
-//     the supervisor, forked and spawned children all convert with the same
+//   - the TSC, when the CPU says it is invariant (constant_tsc and nonstop_tsc
+//     in /proc/cpuinfo): ticks since a base are scaled to nanoseconds with a
+//     multiply and a shift calibrated against CLOCK_MONOTONIC
+//     (TscCalibration). The calibration lives in the arena, so the
+//     supervisor, forked and spawned children all convert with the same
 //     numbers: one time axis for the whole run, equal to CLOCK_MONOTONIC at
 //     the calibration and drifting from it only by the calibration's error
 //     (a few ppm) and NTP's slewing of CLOCK_MONOTONIC.
 //   - CLOCK_MONOTONIC otherwise, or when GILSCOPE_CLOCK=monotonic.
-// The lfence orders the TSC read after every earlier instruction: a stamp
-// taken after a mutex was acquired cannot be read before it was.
+//
+// Stamps and nanoseconds. The hot path writes *stamps*, not nanoseconds:
+// with the TSC a stamp is the raw counter, and the Collector converts it
+// (TscToNs) as it drains the rings, so the multiply stays off the threads
+// being observed (about 3 ns an event here). Without the TSC a stamp already
+// is CLOCK_MONOTONIC nanoseconds and the conversion is the identity.
+//
+// A stamp is `rdtsc` alone (about 11 ns here; `lfence; rdtsc`, 18 ns, would
+// wait for every earlier instruction). It may be read a little early, never
+// late: it retires before any later store becomes visible. So a release's
+// stamp is never later than the unlock that follows it. An acquisition's
+// could be read before its lock completed; the hooks order those through the
+// GIL itself (gil_watch.cc: an acquisition is stamped no earlier than the
+// release it follows, which the GIL's mutex hands over).
 #pragma once
 
 #include <x86intrin.h>
@@ -58,6 +68,19 @@ inline std::uint64_t TscToNs(const TscCalibration& c, std::uint64_t tsc) noexcep
   return c.ns_base + static_cast<std::uint64_t>((static_cast<unsigned __int128>(ticks) * c.mult) >> kTscShift);
 }
 
+// A span of `ticks` ticks (a difference of two stamps) in nanoseconds.
+inline std::uint64_t TscSpanToNs(const TscCalibration& c, std::uint64_t ticks) noexcept {
+  return static_cast<std::uint64_t>((static_cast<unsigned __int128>(ticks) * c.mult) >> kTscShift);
+}
+
+// Now, as a stamp (see above): the hot path's clock read.
+inline std::uint64_t Stamp() noexcept {
+  if (internal::g_clock.enabled != 0) [[likely]] return __rdtsc();
+  return MonotonicNs();
+}
+
+// Now, in nanoseconds (ordered): for everything off the hot path (windows,
+// process records, the watchdog).
 inline std::uint64_t NowNs() noexcept {
   const TscCalibration& c = internal::g_clock;
   if (c.enabled != 0) [[likely]] {

@@ -1,9 +1,41 @@
 #include "recorder/collector.h"
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 
 namespace gilscope::recorder {
+
+Collector::Collector(Arena& arena) : arena_(arena), clock_(arena.header().clock) {}
+
+void Collector::Deliver(std::uint32_t slot, const Event* ring, std::size_t n, std::vector<Event>& out) {
+  while (n > 0) {
+    const std::size_t k = std::min(n, kChunkEvents);
+    const Event* piece = ring;
+    if (clock_.enabled != 0) {
+      // Stamps are TSC ticks: convert each timed event (and a folded
+      // request's wait, a span of ticks) into nanoseconds.
+      scratch_.assign(ring, ring + k);
+      for (Event& e : scratch_) {
+        if (!HasTime(e.kind)) continue;
+        e.ts = TscToNs(clock_, e.ts);
+        if (e.kind == EventKind::kAcquired && (e.flags & kFlagRequestFolded) != 0) {
+          e.aux = static_cast<std::uint32_t>(std::min<std::uint64_t>(TscSpanToNs(clock_, e.aux), UINT32_MAX));
+        }
+      }
+      piece = scratch_.data();
+    }
+    if (sink_) {
+      sink_(slot, piece, k);
+    } else {
+      // insert() grows the vector geometrically (an exact reserve each
+      // round would copy everything drained so far every time).
+      out.insert(out.end(), piece, piece + k);
+    }
+    ring += k;
+    n -= k;
+  }
+}
 
 void Collector::Start(std::chrono::microseconds period) {
   stop_.store(false, std::memory_order_relaxed);
@@ -42,23 +74,11 @@ std::size_t Collector::DrainOnce() {
     if (head == tail) continue;
     const Event* ring = arena_.ring(i);
     copied += head - tail;
-    if (sink_) {
-      while (tail < head) {
-        const std::uint64_t at = tail & mask;
-        const std::uint64_t n = std::min(head - tail, mask + 1 - at);  // up to the ring's end
-        sink_(i, ring + at, static_cast<std::size_t>(n));
-        tail += n;
-      }
-    } else {
-      // insert() grows the vector geometrically (an exact reserve each
-      // round would copy everything drained so far every time).
-      std::vector<Event>& out = drained_[i];
-      while (tail < head) {
-        const std::uint64_t at = tail & mask;
-        const std::uint64_t n = std::min(head - tail, mask + 1 - at);  // up to the ring's end
-        out.insert(out.end(), ring + at, ring + at + n);
-        tail += n;
-      }
+    while (tail < head) {
+      const std::uint64_t at = tail & mask;
+      const std::uint64_t n = std::min(head - tail, mask + 1 - at);  // up to the ring's end
+      Deliver(i, ring + at, static_cast<std::size_t>(n), drained_[i]);
+      tail += n;
     }
     // release: our copies are done before the producer may reuse the cells.
     s.tail.store(head, std::memory_order_release);

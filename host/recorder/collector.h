@@ -4,6 +4,10 @@
 // copies new events out of each claimed slot, so rings stay far from full;
 // Stop() drains a last time. The copied events are kept per slot in order.
 //
+// Producers write stamps (clock.h); the Collector converts them to
+// nanoseconds with the arena's calibration as it copies them out, so every
+// event it hands to a sink or keeps has the times event.h describes.
+//
 // Threads: Start/Stop/Take from one controlling thread; the drain thread is
 // the Arena's only consumer (the only writer of SlotHeader::tail).
 #pragma once
@@ -17,6 +21,7 @@
 #include <vector>
 
 #include "recorder/arena.h"
+#include "recorder/clock.h"
 #include "recorder/event.h"
 
 namespace gilscope::recorder {
@@ -33,14 +38,14 @@ struct ThreadLog {
 
 class Collector {
  public:
-  explicit Collector(Arena& arena) : arena_(arena) {}
+  explicit Collector(Arena& arena);
   ~Collector() { Stop(); }
   Collector(const Collector&) = delete;
   Collector& operator=(const Collector&) = delete;
 
   // Where drained events go instead of memory: called on the drain thread
-  // with each slot's new events in order (possibly in two pieces where the
-  // ring wraps). Set before Start().
+  // with each slot's new events in order, in pieces of at most
+  // kChunkEvents. Set before Start().
   using Sink = std::function<void(std::uint32_t slot, const Event* events, std::size_t n)>;
   void SetSink(Sink sink) { sink_ = std::move(sink); }
 
@@ -55,10 +60,17 @@ class Collector {
   std::uint64_t dropped_no_slot() const;
 
  private:
+  // Events converted at a time: the scratch buffer's size.
+  static constexpr std::size_t kChunkEvents = 4096;
+
   void Loop(std::chrono::microseconds period);
+  // Copies ring[0, n) out, converted to nanoseconds, to the sink or `out`.
+  void Deliver(std::uint32_t slot, const Event* ring, std::size_t n, std::vector<Event>& out);
 
   Arena& arena_;
+  const TscCalibration clock_;                // the arena's: how its stamps convert
   std::vector<std::vector<Event>> drained_;  // by slot index; touched only by the drainer
+  std::vector<Event> scratch_;               // kChunkEvents converted events
   Sink sink_;
   std::thread thread_;
   std::atomic<bool> stop_{false};

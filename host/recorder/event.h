@@ -53,7 +53,10 @@ inline constexpr std::uint16_t kFlagForced = 1u << 2;
 inline constexpr std::uint16_t kFlagRequestFolded = 1u << 3;
 
 struct Event {
-  std::uint64_t ts;   // monotonic nanoseconds (kThreadState: the address)
+  // Monotonic nanoseconds (kThreadState: the address; kFrame: a code id). In
+  // a ring, a timed kind's ts (and a folded request's aux) is a stamp of the
+  // run's clock (clock.h); the Collector hands out nanoseconds.
+  std::uint64_t ts;
   EventKind kind;
   std::uint8_t gil;   // index of the GIL in the run's GIL table
   std::uint16_t flags;
@@ -65,5 +68,11 @@ static_assert(std::is_trivially_copyable_v<Event>);
 static_assert(std::is_standard_layout_v<Event>);
 
 const char* KindName(EventKind kind);
+
+// Whether an event of this kind carries a time in `ts` (all but kThreadState
+// and kFrame, whose ts is an address or a code id).
+constexpr bool HasTime(EventKind kind) {
+  return kind != EventKind::kThreadState && kind != EventKind::kFrame;
+}
 
 }  // namespace gilscope::recorder

@@ -33,7 +33,7 @@ void OnThreadExit(void* slot_ptr) {
   auto* slot = static_cast<SlotHeader*>(slot_ptr);
   if (slot == nullptr || internal::t_producer.slot != slot) return;
   RecordCurrentThreadCpu();
-  Record(EventKind::kThreadExit, 0, 0, NowNs());
+  Record(EventKind::kThreadExit, 0, 0, Stamp());
   slot->state.store(SlotState::kExited, std::memory_order_release);
   internal::t_producer = {};
   internal::t_producer.no_slot = true;  // no more events from a dying thread

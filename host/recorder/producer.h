@@ -78,16 +78,19 @@ inline bool Record(EventKind kind, std::uint8_t gil, std::uint16_t flags, std::u
 }
 
 // Marks the calling thread as blocked on a lock from now on, for the
-// deadlock watchdog. Only threads that have a slot (Python threads) are
-// marked, and only they pay for the clock read. Returns the slot to pass to
-// EndLockWait (nullptr: nothing marked).
+// deadlock watchdog (SlotHeader::lock_wait_seq). Only threads that have a
+// slot (Python threads) are marked. Returns the slot to pass to EndLockWait
+// (nullptr: nothing marked).
 inline SlotHeader* BeginLockWait() noexcept {
   SlotHeader* slot = internal::t_producer.slot;
-  if (slot != nullptr) slot->lock_wait_since_ns.store(NowNs(), std::memory_order_relaxed);
+  // relaxed load + store, no read-modify-write: only this thread writes it.
+  if (slot != nullptr) slot->lock_wait_seq.store(slot->lock_wait_seq.load(std::memory_order_relaxed) + 1,
+                                                 std::memory_order_relaxed);
   return slot;
 }
 inline void EndLockWait(SlotHeader* slot) noexcept {
-  if (slot != nullptr) slot->lock_wait_since_ns.store(0, std::memory_order_relaxed);
+  if (slot != nullptr) slot->lock_wait_seq.store(slot->lock_wait_seq.load(std::memory_order_relaxed) + 1,
+                                                 std::memory_order_relaxed);
 }
 
 }  // namespace gilscope::recorder

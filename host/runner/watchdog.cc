@@ -145,18 +145,29 @@ Watchdog::~Watchdog() {
   if (thread_.joinable()) thread_.join();
 }
 
-bool Watchdog::AllBlockedSince(std::uint64_t now_ns) const {
+bool Watchdog::AllBlockedSince(std::uint64_t now_ns) {
   const auto pid = static_cast<std::uint32_t>(getpid());
   const auto limit = static_cast<std::uint64_t>(after_s_ * 1e9);
+  const std::uint32_t claimed = arena_.claimed();
+  if (seen_.size() < claimed) seen_.resize(claimed);
   int live = 0;
-  for (std::uint32_t i = 0; i < arena_.claimed(); ++i) {
-    const recorder::SlotHeader& s = const_cast<recorder::Arena&>(arena_).slot(i);
+  bool all = true;
+  for (std::uint32_t i = 0; i < claimed; ++i) {
+    const recorder::SlotHeader& s = arena_.slot(i);
     if (s.pid != pid || s.state.load(std::memory_order_acquire) != recorder::SlotState::kActive) continue;
     ++live;
-    const std::uint64_t since = s.lock_wait_since_ns.load(std::memory_order_relaxed);
-    if (since == 0 || now_ns - since < limit) return false;
+    // Odd: in a lock wait. The same odd value as at an earlier check: the
+    // same wait, unbroken since then (a thread keeps no clock of its own).
+    const std::uint64_t seq = s.lock_wait_seq.load(std::memory_order_relaxed);
+    Seen& seen = seen_[i];
+    if (seq % 2 == 0) {
+      all = false;
+      continue;
+    }
+    if (seen.seq != seq) seen = Seen{seq, now_ns};
+    if (now_ns - seen.since_ns < limit) all = false;
   }
-  return live > 0;
+  return live > 0 && all;
 }
 
 void Watchdog::Loop() {

@@ -1,7 +1,7 @@
 // The deadlock watchdog of the runner process.
 //
 // Facts, not silence: the interposed sem_wait marks a thread as blocked on a
-// lock (SlotHeader::lock_wait_since_ns) for as long as it waits without a
+// lock (SlotHeader::lock_wait_seq) for as long as it waits without a
 // timeout, which is how threading.Lock/RLock/Condition/Event/join block in
 // every supported CPython (a per-lock POSIX semaphore in 3.11/3.12, the
 // parking lot's per-thread one in 3.13). When every live Python thread of the
@@ -14,6 +14,7 @@
 
 #include <atomic>
 #include <thread>
+#include <vector>
 
 #include "recorder/arena.h"
 
@@ -29,11 +30,20 @@ class Watchdog {
 
  private:
   void Loop();
-  bool AllBlockedSince(std::uint64_t now_ns) const;
+  // Whether every live thread of this process has been in one lock wait
+  // since at least after_s before now_ns (as first seen by a check).
+  bool AllBlockedSince(std::uint64_t now_ns);
   [[noreturn]] void ReportAndExit();
+
+  // A slot's lock-wait sequence as last seen, and when it was first seen.
+  struct Seen {
+    std::uint64_t seq = 0;
+    std::uint64_t since_ns = 0;
+  };
 
   recorder::Arena& arena_;
   double after_s_;
+  std::vector<Seen> seen_;  // by slot; the watchdog thread's only
   std::atomic<bool> stop_{false};
   std::thread thread_;
 };

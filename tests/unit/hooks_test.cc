@@ -167,6 +167,14 @@ TEST(HooksTest, EventsMatchTheGilsOwnCountersExactly) {
   EXPECT_EQ(forced, static_cast<std::uint64_t>(gil.forced_drops.load()));
   EXPECT_GT(forced, 0u);
   EXPECT_GT(a.gils[0].drop_requests, 0u);
+  // Stamps are unordered rdtsc reads; an acquisition is stamped no earlier
+  // than the release it follows, so no hold starts before the previous one
+  // ended, at any of the hundreds of hand-offs.
+  const auto& holders = a.gils[0].holders;
+  ASSERT_GT(holders.size(), 2u * kRounds);
+  for (std::size_t k = 1; k < holders.size(); ++k) {
+    ASSERT_GE(holders[k].start_ns, holders[k - 1].end_ns) << "hold " << k << " overlaps the one before";
+  }
 }
 
 TEST(HooksTest, OtherMutexesRecordNothing) {

@@ -23,7 +23,12 @@ namespace {
 // thread's slot, so producers are always fresh threads.
 class RecorderTest : public ::testing::Test {
  protected:
-  void TearDown() override { Install(nullptr); }
+  void TearDown() override {
+    Install(nullptr);
+    // A test may have installed a made-up calibration: the next arena
+    // measures its own.
+    UseClock(TscCalibration{});
+  }
 };
 
 TEST_F(RecorderTest, ConcurrentProducersLoseNothingWhileDrained) {
@@ -44,7 +49,9 @@ TEST_F(RecorderTest, ConcurrentProducersLoseNothingWhileDrained) {
       SetCurrentThreadName("producer-" + std::to_string(t));
       for (std::uint64_t i = 0; i < kEvents; ++i) {
         // Back off when full instead of dropping: this test checks delivery.
-        while (!Record(EventKind::kRequest, static_cast<std::uint8_t>(t), 0, i)) {
+        // kThreadState's ts is an address, handed back as written (a timed
+        // kind's stamp would come back converted to ns).
+        while (!Record(EventKind::kThreadState, static_cast<std::uint8_t>(t), 0, i)) {
           refused.fetch_add(1, std::memory_order_relaxed);
           std::this_thread::yield();
         }
@@ -82,7 +89,7 @@ TEST_F(RecorderTest, FullRingDropsAndCounts) {
   Collector collector(*arena);  // not started: nothing drains
 
   std::thread producer([] {
-    for (std::uint64_t i = 0; i < 100; ++i) Record(EventKind::kAcquired, 0, 0, i);
+    for (std::uint64_t i = 0; i < 100; ++i) Record(EventKind::kThreadState, 0, 0, i);
   });
   producer.join();
   collector.Stop();  // one final drain
@@ -115,6 +122,73 @@ TEST_F(RecorderTest, ThreadsBeyondSlotCountAreCountedNotLost) {
   EXPECT_EQ(collector.dropped_no_slot(), 9u);
 }
 
+// Producers write stamps; the Collector hands out nanoseconds, converted with
+// the arena's calibration: every timed kind, and a folded request's wait
+// (a span of ticks). An address or a code id is never converted.
+TEST_F(RecorderTest, CollectorConvertsStampsWithTheArenasCalibration) {
+  ArenaConfig config;
+  config.slot_count = 2;
+  config.ring_capacity = 64;
+  auto arena = Arena::Create(config);
+  TscCalibration c{};
+  c.tsc_base = 1'000;
+  c.ns_base = 7'000'000'000;
+  c.mult = std::uint64_t{3} << (kTscShift - 1);  // 1.5 ns per tick
+  c.enabled = 1;
+  arena->header().clock = c;
+  Install(arena.get());
+  Collector collector(*arena);
+  std::thread([] {
+    Record(EventKind::kRequest, 0, 0, 3'000);
+    Record(EventKind::kAcquired, 0, kFlagRequestFolded, 5'000, 400);
+    Record(EventKind::kThreadState, 0, 0, 0xdead'beef);
+    Record(EventKind::kFrame, 0, 0, 0x1234'5678, 42);
+    Record(EventKind::kReleased, 0, kFlagForced, 9'001);
+    Record(EventKind::kMark, 0, 0, 10'000, 3);
+  }).join();
+  collector.Stop();
+  std::vector<ThreadLog> logs = collector.Take();
+  ASSERT_EQ(logs.size(), 1u);
+  const std::vector<Event>& e = logs[0].events;
+  ASSERT_EQ(e.size(), 7u);  // and the thread's exit
+  EXPECT_EQ(e[0].ts, 7'000'003'000u);  // (3000 - 1000) * 1.5
+  EXPECT_EQ(e[1].ts, 7'000'006'000u);
+  EXPECT_EQ(e[1].aux, 600u);           // 400 ticks of waiting
+  EXPECT_EQ(e[2].ts, 0xdead'beefu);    // an address
+  EXPECT_EQ(e[3].ts, 0x1234'5678u);    // a code id
+  EXPECT_EQ(e[3].aux, 42u);            // its line
+  EXPECT_EQ(e[4].ts, 7'000'012'001u);  // 8001 * 1.5, rounded down
+  EXPECT_EQ(e[4].flags, kFlagForced);
+  EXPECT_EQ(e[5].ts, 7'000'013'500u);
+  EXPECT_EQ(e[5].aux, 3u);             // a marker name, not a time
+  EXPECT_EQ(e[6].kind, EventKind::kThreadExit);
+  EXPECT_GE(e[6].ts, e[5].ts);         // the real TSC, far past the base
+}
+
+// Without a TSC calibration a stamp is CLOCK_MONOTONIC ns: nothing changes.
+TEST_F(RecorderTest, CollectorKeepsMonotonicStampsAsTheyAre) {
+  ArenaConfig config;
+  config.slot_count = 2;
+  config.ring_capacity = 64;
+  auto arena = Arena::Create(config);
+  arena->header().clock = TscCalibration{};
+  Install(arena.get());
+  Collector collector(*arena);
+  std::thread([] {
+    Record(EventKind::kRequest, 0, 0, 3'000);
+    Record(EventKind::kAcquired, 0, kFlagRequestFolded, 5'000, 400);
+  }).join();
+  collector.Stop();
+  std::vector<ThreadLog> logs = collector.Take();
+  ASSERT_EQ(logs.size(), 1u);
+  ASSERT_EQ(logs[0].events.size(), 3u);
+  EXPECT_EQ(logs[0].events[0].ts, 3'000u);
+  EXPECT_EQ(logs[0].events[1].ts, 5'000u);
+  EXPECT_EQ(logs[0].events[1].aux, 400u);
+  // The exit was stamped by NowNs()'s clock, now CLOCK_MONOTONIC: its ts is
+  // a real time, comparable with this thread's.
+  EXPECT_LE(logs[0].events[2].ts, MonotonicNs());
+}
 
 TEST(Clock, TscConversionIsAMultiplyAndShiftFromTheBase) {
   TscCalibration c{};
