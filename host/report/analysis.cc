@@ -23,6 +23,7 @@
 //     the hold. Counts (acquisitions, releases) are of events actually seen.
 
 #include "report/analysis.h"
+#include "report/huge_pages.h"
 
 #include <algorithm>
 #include <array>
@@ -271,7 +272,10 @@ class ThreadWalker {
   std::size_t WaitingIntervals(std::size_t gil) const { return waiting_intervals_[gil]; }
 
   // Returns how many of the thread's events named an unknown GIL.
-  std::uint64_t Walk(const ThreadTrace& in, std::uint32_t index, ThreadStats& out) {
+  // `acquired` and `requested`: its kAcquired and kRequest events, which
+  // bound how many holds, waits and released stretches it can have.
+  std::uint64_t Walk(const ThreadTrace& in, std::uint32_t index, std::size_t acquired, std::size_t requested,
+                     ThreadStats& out) {
     out_ = &out;
     index_ = index;
     state_ = GilState::kReleased;
@@ -281,6 +285,12 @@ class ThreadWalker {
     latencies_.clear();
     hold_lengths_.clear();
     stretch_lengths_.clear();
+    // A hold or a completed wait starts with a kAcquired; a released
+    // stretch ends with a request (a folded one is a kAcquired). Sized once,
+    // the scratch never regrows mid-walk.
+    ReserveHuge(latencies_, acquired);
+    ReserveHuge(hold_lengths_, acquired);
+    ReserveHuge(stretch_lengths_, requested + acquired);
     regions_.clear();
     frame_site_ = kUnknownSite;
     closing_site_ = kUnknownSite;
@@ -297,7 +307,7 @@ class ThreadWalker {
     // Each timed event closes at most one interval, plus the final close.
     // Capacity left unused (timeouts, thread states) is never written, so it
     // costs address space, not resident memory; and no regrowth copies.
-    out.intervals.reserve(in.events.size() + 1);
+    ReserveHuge(out.intervals, in.events.size() + 1);
     const std::size_t n = in.events.size();
     // A kAcquired with kFlagRequestFolded stands for its kRequest and
     // itself: the request is replayed first (same seq), then the acquisition.
@@ -745,8 +755,8 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
     // than the sweep itself. Each wait makes at most two steps.
     const std::uint32_t id = analysis.gils[g].id;
     if (id < kGilValues && slots[id] == static_cast<int>(g)) {
-      analysis.gils[g].holders.reserve(counts.HoldingIntervals(id));
-      analysis.gils[g].waiting.reserve(2 * counts.WaitingIntervals(id) + 1);
+      ReserveHuge(analysis.gils[g].holders, counts.HoldingIntervals(id));
+      ReserveHuge(analysis.gils[g].waiting, 2 * counts.WaitingIntervals(id) + 1);
     }
     analysis.gils[g].waiting.push_back({window_start, 0});
   }
@@ -847,7 +857,7 @@ void SetGilHoldMedians(Analysis& analysis) {
   std::vector<std::uint64_t> lengths;
   for (GilStats& gil : analysis.gils) {
     lengths.clear();
-    lengths.reserve(gil.holders.size());
+    ReserveHuge(lengths, gil.holders.size());
     for (const HolderInterval& h : gil.holders) {
       if (h.end_ns > h.start_ns) lengths.push_back(h.end_ns - h.start_ns);
     }
@@ -922,12 +932,17 @@ Analysis Analyze(const RunTrace& trace) {
   analysis.events_dropped = trace.dropped_no_slot;
   // Count first so each list is allocated once (see SweepGils).
   std::array<std::size_t, kGilValues> acquired_events{};
-  for (const ThreadTrace& in : trace.threads) {
-    for (const Event& e : in.events) acquired_events[e.gil] += e.kind == EventKind::kAcquired;
+  std::vector<std::size_t> thread_acquired(trace.threads.size()), thread_requested(trace.threads.size());
+  for (std::size_t i = 0; i < trace.threads.size(); ++i) {
+    for (const Event& e : trace.threads[i].events) {
+      acquired_events[e.gil] += e.kind == EventKind::kAcquired;
+      thread_acquired[i] += e.kind == EventKind::kAcquired;
+      thread_requested[i] += e.kind == EventKind::kRequest;
+    }
   }
   std::vector<std::vector<Acquisition>> acquisitions(trace.gils.size());
   for (std::size_t g = 0; g < kGilValues; ++g) {
-    if (slots[g] != kNoSlot) acquisitions[static_cast<std::size_t>(slots[g])].reserve(acquired_events[g]);
+    if (slots[g] != kNoSlot) ReserveHuge(acquisitions[static_cast<std::size_t>(slots[g])], acquired_events[g]);
   }
   std::vector<std::uint64_t> latencies;
   SiteTable site_table(trace.code, trace.processes, analysis.sites);
@@ -944,7 +959,8 @@ Analysis Analyze(const RunTrace& trace) {
     out.cpu_s = in.cpu_s;
     analysis.events_recorded += in.events.size();
     analysis.events_dropped += in.dropped;
-    analysis.events_unknown_gil += walker.Walk(in, static_cast<std::uint32_t>(i), out);
+    analysis.events_unknown_gil +=
+        walker.Walk(in, static_cast<std::uint32_t>(i), thread_acquired[i], thread_requested[i], out);
   }
 
   for (std::size_t g = 0; g < trace.gils.size(); ++g) {
