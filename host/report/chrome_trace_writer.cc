@@ -373,7 +373,11 @@ TracePlan PlanChromeTrace(const Analysis& analysis, std::uint64_t max_events) {
 }
 
 void ChromeTraceWriter::Write(const RunTrace& trace, const Analysis& analysis) {
-  plan_ = PlanChromeTrace(analysis, max_events_);
+  Write(trace, analysis, PlanChromeTrace(analysis, max_events_));
+}
+
+void ChromeTraceWriter::Write(const RunTrace& trace, const Analysis& analysis, const TracePlan& plan) {
+  plan_ = plan;
   const std::uint64_t width = plan_.merge_below_ns;
   const std::uint64_t origin = analysis.start_ns;
   auto rel = [origin](std::uint64_t ns) { return ns > origin ? ns - origin : 0; };

@@ -312,6 +312,10 @@ std::size_t HtmlWriter::HistogramBucket(std::uint64_t ns) {
 }
 
 void HtmlWriter::Write(const RunTrace& trace, const Analysis& analysis) const {
+  Write(trace, analysis, PlanChromeTrace(analysis));
+}
+
+void HtmlWriter::Write(const RunTrace& trace, const Analysis& analysis, const TracePlan& plan) const {
   std::string_view page(html_assets::kPage, html_assets::kPageSize);
   page = WriteUntil(out_, page, "@@CSP_SCRIPT@@");
   out_ << "'sha256-" << HexToBase64(html_assets::kJsSha256Hex) << "'";
@@ -320,7 +324,7 @@ void HtmlWriter::Write(const RunTrace& trace, const Analysis& analysis) const {
   page = WriteUntil(out_, page, "@@EXCEPTIONS@@");
   WriteExceptions(out_, trace);
   page = WriteUntil(out_, page, "@@DATA@@");
-  out_ << "{\"report\":" << EscapeForScript(Dump(JsonWriter::ToJson(trace, analysis))) << ",\"timeline\":";
+  out_ << "{\"report\":" << EscapeForScript(Dump(JsonWriter::ToJson(trace, analysis, plan))) << ",\"timeline\":";
   WriteTimeline(out_, analysis);
   out_ << '}';
   page = WriteUntil(out_, page, "@@JS@@");

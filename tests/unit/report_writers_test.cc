@@ -21,6 +21,7 @@
 
 #include "report/analysis.h"
 #include "report/chrome_trace_writer.h"
+#include "report/html_writer.h"
 #include "report/json_writer.h"
 #include "report/text_writer.h"
 #include "report_test_traces.h"
@@ -469,6 +470,32 @@ TEST(ReportChromeTraceWriter, PlanCountsExactlyWhatIsWrittenAtEveryWidth) {
     widths.insert(plan.merge_below_ns);
   }
   EXPECT_GE(widths.size(), 15u) << "the limits should exercise many widths";
+}
+
+// `gilscope report` plans trace.json once and hands the plan to every
+// writer: each writes exactly what it writes when it plans for itself.
+TEST(ReportWriters, WriteTheSameWithAPlanMadeOnce) {
+  const RunTrace run = VariedRun();
+  const Analysis analysis = Analyze(run);
+  const TracePlan plan = PlanChromeTrace(analysis);
+  const auto both = [&](auto write_planned, auto write_own) {
+    std::ostringstream planned, own;
+    write_planned(planned);
+    write_own(own);
+    EXPECT_FALSE(own.str().empty());
+    EXPECT_EQ(planned.str(), own.str());
+  };
+  both([&](std::ostream& o) { JsonWriter(o).Write(run, analysis, plan); },
+       [&](std::ostream& o) { JsonWriter(o).Write(run, analysis); });
+  both([&](std::ostream& o) { TextWriter(o).Write(run, analysis, plan); },
+       [&](std::ostream& o) { TextWriter(o).Write(run, analysis); });
+  both([&](std::ostream& o) { HtmlWriter(o).Write(run, analysis, plan); },
+       [&](std::ostream& o) { HtmlWriter(o).Write(run, analysis); });
+  // A small limit, so that the plan merges.
+  const TracePlan merged = PlanChromeTrace(analysis, 300);
+  ASSERT_GT(merged.merge_below_ns, 0u);
+  both([&](std::ostream& o) { ChromeTraceWriter(o, 300).Write(run, analysis, merged); },
+       [&](std::ostream& o) { ChromeTraceWriter(o, 300).Write(run, analysis); });
 }
 
 TEST(ReportChromeTraceWriter, StaysValidJsonWithInvalidUtf8) {
