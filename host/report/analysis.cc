@@ -268,10 +268,9 @@ class ThreadWalker {
         drop_times_(drop_times) {}
 
   // Frees the scratch lists (after the last Walk): at 10M events they hold
-  // ~80 MB that the GIL sweep can use.
+  // ~55 MB that the GIL sweep can use.
   void ReleaseScratch() {
     std::vector<std::uint64_t>().swap(latencies_);
-    std::vector<std::uint64_t>().swap(hold_lengths_);
     std::vector<std::uint64_t>().swap(stretch_lengths_);
   }
 
@@ -291,13 +290,11 @@ class ThreadWalker {
     state_start_ = window_start_;
     held_by_gil_.fill(0);
     latencies_.clear();
-    hold_lengths_.clear();
     stretch_lengths_.clear();
     // A hold or a completed wait starts with a kAcquired; a released
     // stretch ends with a request (a folded one is a kAcquired). Sized once,
-    // the scratch never regrows mid-walk.
+    // the scratch never regrows mid-walk (and has room for the holds after).
     ReserveHuge(latencies_, acquired);
-    ReserveHuge(hold_lengths_, acquired);
     ReserveHuge(stretch_lengths_, requested + acquired);
     regions_.clear();
     frame_site_ = kUnknownSite;
@@ -463,10 +460,17 @@ class ThreadWalker {
       m.open = true;
       markers_.push_back(std::move(m));
     }
-    out.holds = hold_lengths_.size();
-    out.hold_p50_ms = MedianMs(hold_lengths_);
     out.voluntary_stretches = stretch_lengths_.size();
     out.voluntary_released_p50_ms = MedianMs(stretch_lengths_);
+    // Every hold of the walk is one holding interval (Close stores each
+    // non-empty one): their lengths go through the stretch scratch, free
+    // again, rather than a list of their own filled during the walk.
+    stretch_lengths_.clear();
+    for (const StateInterval& iv : out.intervals) {
+      if (iv.state == GilState::kHolding) stretch_lengths_.push_back(iv.end_ns - iv.start_ns);
+    }
+    out.holds = stretch_lengths_.size();
+    out.hold_p50_ms = MedianMs(stretch_lengths_);
     out.held_by_function = held_by_site_.Take(sites_);
     out.released_at = released_by_site_.Take(sites_);
     out.lifetime_ns = out.lifetime_end_ns - out.lifetime_start_ns;
@@ -569,7 +573,6 @@ class ThreadWalker {
         out_->intervals.push_back({state_start_, t, state_, gil_, forced, site});
         ++holding_intervals_[gil_];
         held_by_site_.Add(site, d);
-        hold_lengths_.push_back(d);
         if (d > out_->longest_hold.end_ns - out_->longest_hold.start_ns) {
           out_->longest_hold = HoldRecord{state_start_, t, /*blocked_ns=*/0, /*unheeded_ns=*/0, site};
         }
@@ -606,7 +609,6 @@ class ThreadWalker {
 
   // Scratch reused across threads, so a walk allocates only when a thread
   // has more of something than every thread before it.
-  std::vector<std::uint64_t> hold_lengths_;
   std::vector<std::uint64_t> stretch_lengths_;
   std::vector<Marker> regions_;  // open regions, innermost last
   SiteTotals held_by_site_;
