@@ -513,7 +513,9 @@ class Parser {
     // Through a small buffer that stays in cache: the events are checked
     // there and then appended, so the stream's array is written exactly
     // once (never zero-filled first) and never grows past what it holds.
-    if (chunk_.empty()) chunk_.resize(kChunkEvents);
+    // Grown to at most 64 KiB as blocks need it: tiny files stay tiny.
+    const std::size_t want = std::min<std::size_t>(count, kChunkEvents);
+    if (chunk_.size() < want) chunk_.resize(want);
     for (std::uint32_t done = 0; done < count;) {
       const std::uint32_t n = std::min<std::uint32_t>(count - done, static_cast<std::uint32_t>(chunk_.size()));
       source_.Read(chunk_.data(), std::size_t{n} * kEventSize);
