@@ -798,9 +798,18 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
   for (std::uint32_t t = 0; t < analysis.threads.size(); ++t) {
     if (skip_to_relevant(t)) heap.push({boundary(t), t});
   }
-  while (!heap.empty()) {
-    const auto [ts, thread] = heap.top();
-    heap.pop();
+  // The thread that just moved usually comes first again (always, when it
+  // is the only one left): it then goes on without a trip through the heap.
+  // The order is the heap's either way: (time, thread) ascending.
+  Entry next{};
+  bool have_next = false;
+  while (have_next || !heap.empty()) {
+    if (!have_next) {
+      next = heap.top();
+      heap.pop();
+    }
+    have_next = false;
+    const auto [ts, thread] = next;
     Cursor& c = cursors[thread];
     const StateInterval& iv = analysis.threads[thread].intervals[c.interval];
     const auto g = static_cast<std::size_t>(slots[iv.gil]);
@@ -852,7 +861,13 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
       ++c.interval;
     }
     if (skip_to_relevant(thread)) {
-      heap.push({boundary(thread), thread});
+      const Entry after{boundary(thread), thread};
+      if (heap.empty() || after < heap.top()) {
+        next = after;
+        have_next = true;
+      } else {
+        heap.push(after);
+      }
     } else if (forced_off[thread]) {
       // Forced off and never asked again (it exited): runnable no longer.
       forced_off[thread] = false;
