@@ -8,6 +8,7 @@
 #include <spdlog/spdlog.h>
 
 #include <filesystem>
+#include <future>
 #include <iostream>
 #include <optional>
 #include <string>
@@ -84,32 +85,35 @@ std::string ChildExecutableOrSelf() {
 }
 
 // Writes every output of a run into `out`, each file whole or not at all.
-void WriteOutputs(const report::RunTrace& trace, const report::Analysis& analysis, const fs::path& out) {
-  bool aggregated = false;
-  std::string reason;
-  WriteFileAtomically(out / "report.json",
-                      [&](std::ostream& os) { report::JsonWriter(os).Write(trace, analysis); });
-  WriteFileAtomically(out / "report.txt",
-                      [&](std::ostream& os) { report::TextWriter(os).Write(trace, analysis); });
-  WriteFileAtomically(out / "report.html",
-                      [&](std::ostream& os) { report::HtmlWriter(os).Write(trace, analysis); });
-  WriteFileAtomically(out / "trace.json", [&](std::ostream& os) {
-    report::ChromeTraceWriter writer(os);
-    writer.Write(trace, analysis);
-    aggregated = writer.plan().aggregated();
-    reason = writer.plan().reason;
+// `plan` (PlanChromeTrace(analysis)) is made once for the four of them.
+// report.html, one of the two large files, is written on a second thread
+// while this one writes the others: the writers only read `trace` and
+// `analysis`. Its error, if any, is rethrown here once both are done.
+void WriteOutputs(const report::RunTrace& trace, const report::Analysis& analysis, const report::TracePlan& plan,
+                  const fs::path& out) {
+  std::future<void> html = std::async(std::launch::async, [&] {
+    WriteFileAtomically(out / "report.html",
+                        [&](std::ostream& os) { report::HtmlWriter(os).Write(trace, analysis, plan); });
   });
-  if (aggregated) spdlog::warn("trace.json is aggregated to stay loadable: {}", reason);
+  // A failure here leaves through `html`'s destructor, which waits for it.
+  WriteFileAtomically(out / "report.json",
+                      [&](std::ostream& os) { report::JsonWriter(os).Write(trace, analysis, plan); });
+  WriteFileAtomically(out / "report.txt",
+                      [&](std::ostream& os) { report::TextWriter(os).Write(trace, analysis, plan); });
+  WriteFileAtomically(out / "trace.json",
+                      [&](std::ostream& os) { report::ChromeTraceWriter(os).Write(trace, analysis, plan); });
+  html.get();
+  if (plan.aggregated()) spdlog::warn("trace.json is aggregated to stay loadable: {}", plan.reason);
 }
 
 // Prints the report in `format` (text or json) to stdout.
-void PrintReport(const report::RunTrace& trace, const report::Analysis& analysis, const std::string& format,
-                 const fs::path& out) {
+void PrintReport(const report::RunTrace& trace, const report::Analysis& analysis, const report::TracePlan& plan,
+                 const std::string& format, const fs::path& out) {
   std::cout.flush();
   if (format == "json") {
-    report::JsonWriter(std::cout).Write(trace, analysis);
+    report::JsonWriter(std::cout).Write(trace, analysis, plan);
   } else if (format == "html") {
-    report::HtmlWriter(std::cout).Write(trace, analysis);
+    report::HtmlWriter(std::cout).Write(trace, analysis, plan);
   } else {
     const bool tty = isatty(STDOUT_FILENO) != 0;
     const char* no_color = std::getenv("NO_COLOR");
@@ -118,7 +122,7 @@ void PrintReport(const report::RunTrace& trace, const report::Analysis& analysis
     winsize ws{};
     if (tty && ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 20) width = ws.ws_col;
     std::cout << '\n';
-    report::TextWriter(std::cout, color, width).Write(trace, analysis);
+    report::TextWriter(std::cout, color, width).Write(trace, analysis, plan);
     std::cout << "\nReports written to " << out.string()
               << "/: report.txt, report.json, report.html (open it in a browser), trace.json (open it in "
                  "ui.perfetto.dev), events.raw\n";
@@ -155,8 +159,9 @@ int Run(const RunCommand& cmd) {
   options.mode = *mode;
   const report::RunTrace trace = runner::RunScript(options);
   const report::Analysis analysis = report::Analyze(trace);
-  WriteOutputs(trace, analysis, out);
-  PrintReport(trace, analysis, cmd.json ? "json" : "text", out);
+  const report::TracePlan plan = report::PlanChromeTrace(analysis);
+  WriteOutputs(trace, analysis, plan, out);
+  PrintReport(trace, analysis, plan, cmd.json ? "json" : "text", out);
   return trace.info.exit_code;
 }
 
@@ -206,8 +211,9 @@ int Report(const std::string& dir, const std::string& format) {
   const fs::path folder(dir);
   const report::RunTrace trace = LoadRun(dir);
   const report::Analysis analysis = report::Analyze(trace);
-  WriteOutputs(trace, analysis, folder);
-  PrintReport(trace, analysis, format, folder);
+  const report::TracePlan plan = report::PlanChromeTrace(analysis);
+  WriteOutputs(trace, analysis, plan, folder);
+  PrintReport(trace, analysis, plan, format, folder);
   return 0;
 }
 

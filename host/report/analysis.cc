@@ -23,6 +23,7 @@
 //     the hold. Counts (acquisitions, releases) are of events actually seen.
 
 #include "report/analysis.h"
+#include "report/huge_pages.h"
 
 #include <algorithm>
 #include <array>
@@ -266,12 +267,22 @@ class ThreadWalker {
         markers_(markers),
         drop_times_(drop_times) {}
 
+  // Frees the scratch lists (after the last Walk): at 10M events they hold
+  // ~55 MB that the GIL sweep can use.
+  void ReleaseScratch() {
+    std::vector<std::uint64_t>().swap(latencies_);
+    std::vector<std::uint64_t>().swap(stretch_lengths_);
+  }
+
   // Holding / waiting intervals stored by all Walk() calls on one GIL.
   std::size_t HoldingIntervals(std::size_t gil) const { return holding_intervals_[gil]; }
   std::size_t WaitingIntervals(std::size_t gil) const { return waiting_intervals_[gil]; }
 
   // Returns how many of the thread's events named an unknown GIL.
-  std::uint64_t Walk(const ThreadTrace& in, std::uint32_t index, ThreadStats& out) {
+  // `acquired` and `requested`: its kAcquired and kRequest events, which
+  // bound how many holds, waits and released stretches it can have.
+  std::uint64_t Walk(const ThreadTrace& in, std::uint32_t index, std::size_t acquired, std::size_t requested,
+                     ThreadStats& out) {
     out_ = &out;
     index_ = index;
     state_ = GilState::kReleased;
@@ -279,8 +290,12 @@ class ThreadWalker {
     state_start_ = window_start_;
     held_by_gil_.fill(0);
     latencies_.clear();
-    hold_lengths_.clear();
     stretch_lengths_.clear();
+    // A hold or a completed wait starts with a kAcquired; a released
+    // stretch ends with a request (a folded one is a kAcquired). Sized once,
+    // the scratch never regrows mid-walk (and has room for the holds after).
+    ReserveHuge(latencies_, acquired);
+    ReserveHuge(stretch_lengths_, requested + acquired);
     regions_.clear();
     frame_site_ = kUnknownSite;
     closing_site_ = kUnknownSite;
@@ -297,7 +312,7 @@ class ThreadWalker {
     // Each timed event closes at most one interval, plus the final close.
     // Capacity left unused (timeouts, thread states) is never written, so it
     // costs address space, not resident memory; and no regrowth copies.
-    out.intervals.reserve(in.events.size() + 1);
+    ReserveHuge(out.intervals, in.events.size() + 1);
     const std::size_t n = in.events.size();
     // A kAcquired with kFlagRequestFolded stands for its kRequest and
     // itself: the request is replayed first (same seq), then the acquisition.
@@ -445,10 +460,17 @@ class ThreadWalker {
       m.open = true;
       markers_.push_back(std::move(m));
     }
-    out.holds = hold_lengths_.size();
-    out.hold_p50_ms = MedianMs(hold_lengths_);
     out.voluntary_stretches = stretch_lengths_.size();
     out.voluntary_released_p50_ms = MedianMs(stretch_lengths_);
+    // Every hold of the walk is one holding interval (Close stores each
+    // non-empty one): their lengths go through the stretch scratch, free
+    // again, rather than a list of their own filled during the walk.
+    stretch_lengths_.clear();
+    for (const StateInterval& iv : out.intervals) {
+      if (iv.state == GilState::kHolding) stretch_lengths_.push_back(iv.end_ns - iv.start_ns);
+    }
+    out.holds = stretch_lengths_.size();
+    out.hold_p50_ms = MedianMs(stretch_lengths_);
     out.held_by_function = held_by_site_.Take(sites_);
     out.released_at = released_by_site_.Take(sites_);
     out.lifetime_ns = out.lifetime_end_ns - out.lifetime_start_ns;
@@ -551,7 +573,6 @@ class ThreadWalker {
         out_->intervals.push_back({state_start_, t, state_, gil_, forced, site});
         ++holding_intervals_[gil_];
         held_by_site_.Add(site, d);
-        hold_lengths_.push_back(d);
         if (d > out_->longest_hold.end_ns - out_->longest_hold.start_ns) {
           out_->longest_hold = HoldRecord{state_start_, t, /*blocked_ns=*/0, /*unheeded_ns=*/0, site};
         }
@@ -588,7 +609,6 @@ class ThreadWalker {
 
   // Scratch reused across threads, so a walk allocates only when a thread
   // has more of something than every thread before it.
-  std::vector<std::uint64_t> hold_lengths_;
   std::vector<std::uint64_t> stretch_lengths_;
   std::vector<Marker> regions_;  // open regions, innermost last
   SiteTotals held_by_site_;
@@ -745,8 +765,8 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
     // than the sweep itself. Each wait makes at most two steps.
     const std::uint32_t id = analysis.gils[g].id;
     if (id < kGilValues && slots[id] == static_cast<int>(g)) {
-      analysis.gils[g].holders.reserve(counts.HoldingIntervals(id));
-      analysis.gils[g].waiting.reserve(2 * counts.WaitingIntervals(id) + 1);
+      ReserveHuge(analysis.gils[g].holders, counts.HoldingIntervals(id));
+      ReserveHuge(analysis.gils[g].waiting, 2 * counts.WaitingIntervals(id) + 1);
     }
     analysis.gils[g].waiting.push_back({window_start, 0});
   }
@@ -778,9 +798,18 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
   for (std::uint32_t t = 0; t < analysis.threads.size(); ++t) {
     if (skip_to_relevant(t)) heap.push({boundary(t), t});
   }
-  while (!heap.empty()) {
-    const auto [ts, thread] = heap.top();
-    heap.pop();
+  // The thread that just moved usually comes first again (always, when it
+  // is the only one left): it then goes on without a trip through the heap.
+  // The order is the heap's either way: (time, thread) ascending.
+  Entry next{};
+  bool have_next = false;
+  while (have_next || !heap.empty()) {
+    if (!have_next) {
+      next = heap.top();
+      heap.pop();
+    }
+    have_next = false;
+    const auto [ts, thread] = next;
     Cursor& c = cursors[thread];
     const StateInterval& iv = analysis.threads[thread].intervals[c.interval];
     const auto g = static_cast<std::size_t>(slots[iv.gil]);
@@ -832,7 +861,13 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
       ++c.interval;
     }
     if (skip_to_relevant(thread)) {
-      heap.push({boundary(thread), thread});
+      const Entry after{boundary(thread), thread};
+      if (heap.empty() || after < heap.top()) {
+        next = after;
+        have_next = true;
+      } else {
+        heap.push(after);
+      }
     } else if (forced_off[thread]) {
       // Forced off and never asked again (it exited): runnable no longer.
       forced_off[thread] = false;
@@ -847,7 +882,7 @@ void SetGilHoldMedians(Analysis& analysis) {
   std::vector<std::uint64_t> lengths;
   for (GilStats& gil : analysis.gils) {
     lengths.clear();
-    lengths.reserve(gil.holders.size());
+    ReserveHuge(lengths, gil.holders.size());
     for (const HolderInterval& h : gil.holders) {
       if (h.end_ns > h.start_ns) lengths.push_back(h.end_ns - h.start_ns);
     }
@@ -922,12 +957,17 @@ Analysis Analyze(const RunTrace& trace) {
   analysis.events_dropped = trace.dropped_no_slot;
   // Count first so each list is allocated once (see SweepGils).
   std::array<std::size_t, kGilValues> acquired_events{};
-  for (const ThreadTrace& in : trace.threads) {
-    for (const Event& e : in.events) acquired_events[e.gil] += e.kind == EventKind::kAcquired;
+  std::vector<std::size_t> thread_acquired(trace.threads.size()), thread_requested(trace.threads.size());
+  for (std::size_t i = 0; i < trace.threads.size(); ++i) {
+    for (const Event& e : trace.threads[i].events) {
+      acquired_events[e.gil] += e.kind == EventKind::kAcquired;
+      thread_acquired[i] += e.kind == EventKind::kAcquired;
+      thread_requested[i] += e.kind == EventKind::kRequest;
+    }
   }
   std::vector<std::vector<Acquisition>> acquisitions(trace.gils.size());
   for (std::size_t g = 0; g < kGilValues; ++g) {
-    if (slots[g] != kNoSlot) acquisitions[static_cast<std::size_t>(slots[g])].reserve(acquired_events[g]);
+    if (slots[g] != kNoSlot) ReserveHuge(acquisitions[static_cast<std::size_t>(slots[g])], acquired_events[g]);
   }
   std::vector<std::uint64_t> latencies;
   SiteTable site_table(trace.code, trace.processes, analysis.sites);
@@ -944,8 +984,10 @@ Analysis Analyze(const RunTrace& trace) {
     out.cpu_s = in.cpu_s;
     analysis.events_recorded += in.events.size();
     analysis.events_dropped += in.dropped;
-    analysis.events_unknown_gil += walker.Walk(in, static_cast<std::uint32_t>(i), out);
+    analysis.events_unknown_gil +=
+        walker.Walk(in, static_cast<std::uint32_t>(i), thread_acquired[i], thread_requested[i], out);
   }
+  walker.ReleaseScratch();
 
   for (std::size_t g = 0; g < trace.gils.size(); ++g) {
     // CPython's counter covers the GIL's own window only.

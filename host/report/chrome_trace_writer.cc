@@ -2,15 +2,19 @@
 // millions of slices as a DOM would cost gigabytes. nlohmann::json is still
 // used to escape every user string, with invalid UTF-8 replaced.
 //
-// Every lane is produced by one generator that is run twice: once counting
-// (PlanChromeTrace, to pick the merge width) and once writing, so the plan
-// and the file cannot disagree.
+// Every lane is produced by one generator that is run both when counting
+// (PlanChromeTrace, to pick the merge width) and when writing. Writing
+// merges pieces with Merger; counting replays Merger's decisions with
+// MergeCounter, which keeps no names and so runs several times faster (the
+// plan counts a 10M-event run some eight times). The two must agree: the
+// unit tests compare the plan with the events written over many widths.
 
 #include "report/chrome_trace_writer.h"
 
 #include <algorithm>
 #include <array>
 #include <charconv>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -139,19 +143,28 @@ void ThreadPieces(const ThreadStats& t, Fn&& fn) {
 
 // Counter samples of one GIL: every step, or with `width` > 0, per stretch of
 // `width` its maximum (at its first step) and its last value when different.
+// Stretch b is [origin + b * width, origin + (b + 1) * width); times before
+// the origin fall in stretch 0. Steps are sorted by time, so a stretch ends
+// at the first step at or past its limit.
 template <class Fn>
 void CounterSamples(const GilStats& g, std::uint64_t origin, std::uint64_t width, Fn&& fn) {
   if (width == 0) {
     for (const WaitingStep& s : g.waiting) fn(s.ts_ns, s.waiting);
     return;
   }
+  const std::size_t n = g.waiting.size();
   std::size_t k = 0;
-  while (k < g.waiting.size()) {
-    const std::uint64_t bucket = (g.waiting[k].ts_ns - std::min(origin, g.waiting[k].ts_ns)) / width;
+  while (k < n) {
+    // The stretch's limit, origin + (b + 1) * width; past the largest time
+    // (every later step is in it) when that does not fit in 64 bits.
+    const std::uint64_t from_origin = g.waiting[k].ts_ns - std::min(origin, g.waiting[k].ts_ns);
+    const std::uint64_t stretch_start = from_origin - from_origin % width;  // b * width
+    const std::uint64_t room = std::numeric_limits<std::uint64_t>::max() - origin;
+    const bool bounded = stretch_start <= room && width <= room - stretch_start;
+    const std::uint64_t limit = bounded ? origin + stretch_start + width : 0;
     std::size_t j = k;
     std::uint32_t max = 0;
-    while (j < g.waiting.size() &&
-           (g.waiting[j].ts_ns - std::min(origin, g.waiting[j].ts_ns)) / width == bucket) {
+    while (j < n && (!bounded || g.waiting[j].ts_ns < limit)) {
       max = std::max(max, g.waiting[j].waiting);
       ++j;
     }
@@ -171,20 +184,83 @@ void Handoffs(const GilStats& g, Fn&& fn) {
   }
 }
 
-std::uint64_t CountEvents(const Analysis& a, std::uint64_t width, bool flows) {
+// How many pieces a Merger of `width` > 0 emits: the same decisions as
+// Merger::Add and Flush, without building the merged pieces (planning needs
+// only their number, for several widths).
+class MergeCounter {
+ public:
+  explicit MergeCounter(std::uint64_t width) : width_(width) {}
+
+  void Add(std::uint64_t start, std::uint64_t end) {
+    if (end - start >= width_) {
+      n_ += pending_ ? 2 : 1;
+      pending_ = false;
+      return;
+    }
+    if (pending_ && start >= pending_end_ + width_) {
+      ++n_;
+      pending_ = false;
+    }
+    if (!pending_) {
+      pending_ = true;
+      pending_start_ = start;
+    }
+    pending_end_ = end;
+    if (pending_end_ - pending_start_ >= width_) {
+      ++n_;
+      pending_ = false;
+    }
+  }
+  // Pieces emitted, the pending stretch included; then starts a new lane.
+  std::uint64_t Finish() {
+    const std::uint64_t n = n_ + (pending_ ? 1 : 0);
+    n_ = 0;
+    pending_ = false;
+    return n;
+  }
+
+ private:
+  std::uint64_t width_;
+  std::uint64_t n_ = 0;
+  bool pending_ = false;
+  std::uint64_t pending_start_ = 0;
+  std::uint64_t pending_end_ = 0;
+};
+
+// Timeline events of the trace at merge width 0: every piece as recorded.
+std::uint64_t CountEventsUnmerged(const Analysis& a, bool flows) {
   std::uint64_t n = 0;
-  auto count = [&n](const Piece&) { ++n; };
   for (const ThreadStats& t : a.threads) {
-    Merger<decltype(count)> merger(width, count);
-    ThreadPieces(t, [&](const Piece& p) { merger.Add(p); });
+    // ThreadPieces: each interval, and each released gap before one or
+    // after the last.
+    std::uint64_t cursor = t.lifetime_start_ns;
+    n += t.intervals.size();
+    for (const StateInterval& iv : t.intervals) {
+      n += iv.start_ns > cursor ? 1 : 0;
+      cursor = iv.end_ns;
+    }
+    n += t.lifetime_end_ns > cursor ? 1 : 0;
   }
   for (const GilStats& g : a.gils) {
-    {
-      Merger<decltype(count)> merger(width, count);
-      for (const HolderInterval& h : g.holders) merger.Add(Piece{h.start_ns, h.end_ns, h.thread, 0, 0, 1});
-    }
-    CounterSamples(g, a.start_ns, width, [&n](std::uint64_t, std::uint32_t) { ++n; });
+    n += g.holders.size() + g.waiting.size();
     if (flows) Handoffs(g, [&n](const HolderInterval&, const HolderInterval&) { n += 2; });
+  }
+  n += std::min<std::uint64_t>(a.markers.size(), ChromeTraceWriter::kMaxMarkers);
+  return n;
+}
+
+// Timeline events of the trace without flows at merge width `width` > 0.
+std::uint64_t CountEventsMerged(const Analysis& a, std::uint64_t width) {
+  std::uint64_t n = 0;
+  MergeCounter merged(width);
+  for (const ThreadStats& t : a.threads) {
+    ThreadPieces(t, [&](const Piece& p) { merged.Add(p.start, p.end); });
+    n += merged.Finish();
+  }
+  for (const GilStats& g : a.gils) {
+    for (const HolderInterval& h : g.holders) merged.Add(h.start_ns, h.end_ns);
+    n += merged.Finish();
+    CounterSamples(g, a.start_ns, width, [&n](std::uint64_t, std::uint32_t) { ++n; });
   }
   n += std::min<std::uint64_t>(a.markers.size(), ChromeTraceWriter::kMaxMarkers);
   return n;
@@ -256,18 +332,18 @@ TracePlan PlanChromeTrace(const Analysis& analysis, std::uint64_t max_events) {
   plan.max_events = max_events;
   plan.markers_omitted =
       analysis.markers.size() > ChromeTraceWriter::kMaxMarkers ? analysis.markers.size() - ChromeTraceWriter::kMaxMarkers : 0;
-  plan.full_events = CountEvents(analysis, 0, true);
+  plan.full_events = CountEventsUnmerged(analysis, true);
   plan.events = plan.full_events;
   if (plan.events <= max_events) return plan;
   plan.flows = false;
-  plan.events = CountEvents(analysis, 0, false);
+  plan.events = CountEventsUnmerged(analysis, false);
   if (plan.events > max_events) {
     // Start where an even spread would fit (lanes x stretches), then double.
     const std::uint64_t window = std::max<std::uint64_t>(analysis.end_ns - analysis.start_ns, 1);
     const std::uint64_t lanes = 2 * (analysis.threads.size() + analysis.gils.size()) + 1;
     std::uint64_t width = std::max<std::uint64_t>(1, window * lanes / std::max<std::uint64_t>(max_events, 1));
     for (;;) {
-      plan.events = CountEvents(analysis, width, false);
+      plan.events = CountEventsMerged(analysis, width);
       // A merged trace cannot go below one piece per lane; stop at the window.
       if (plan.events <= max_events || width >= window) break;
       width *= 2;
@@ -278,15 +354,15 @@ TracePlan PlanChromeTrace(const Analysis& analysis, std::uint64_t max_events) {
     std::uint64_t too_small = width / 2;
     for (int pass = 0; pass < 6 && fits - too_small > 1 && plan.events <= max_events; ++pass) {
       const std::uint64_t mid = too_small + (fits - too_small) / 2;
-      if (CountEvents(analysis, mid, false) <= max_events) {
+      const std::uint64_t events = CountEventsMerged(analysis, mid);
+      if (events <= max_events) {
         fits = mid;
+        plan.events = events;
       } else {
         too_small = mid;
       }
     }
-    width = fits;
-    plan.events = CountEvents(analysis, width, false);
-    plan.merge_below_ns = width;
+    plan.merge_below_ns = fits;
   }
   plan.reason = "the complete trace would hold " + std::to_string(plan.full_events) + " events (limit " +
                 std::to_string(max_events) + "): hand-off arrows left out";
@@ -297,7 +373,11 @@ TracePlan PlanChromeTrace(const Analysis& analysis, std::uint64_t max_events) {
 }
 
 void ChromeTraceWriter::Write(const RunTrace& trace, const Analysis& analysis) {
-  plan_ = PlanChromeTrace(analysis, max_events_);
+  Write(trace, analysis, PlanChromeTrace(analysis, max_events_));
+}
+
+void ChromeTraceWriter::Write(const RunTrace& trace, const Analysis& analysis, const TracePlan& plan) {
+  plan_ = plan;
   const std::uint64_t width = plan_.merge_below_ns;
   const std::uint64_t origin = analysis.start_ns;
   auto rel = [origin](std::uint64_t ns) { return ns > origin ? ns - origin : 0; };

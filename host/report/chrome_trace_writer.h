@@ -74,6 +74,10 @@ class ChromeTraceWriter {
 
   // `analysis` must be Analyze(trace). Not thread-safe: one Write at a time.
   void Write(const RunTrace& trace, const Analysis& analysis);
+  // The same with the plan already made: `plan` must be
+  // PlanChromeTrace(analysis, max_events) (the other writers report the
+  // default limit's plan, so a report plans once).
+  void Write(const RunTrace& trace, const Analysis& analysis, const TracePlan& plan);
 
   // What the last Write() wrote.
   const TracePlan& plan() const { return plan_; }

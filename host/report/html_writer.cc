@@ -7,8 +7,9 @@
 
 #include "report/html_writer.h"
 
+#include <algorithm>
 #include <array>
-#include <cstring>
+#include <bit>
 #include <nlohmann/json.hpp>
 #include <string_view>
 #include <unordered_map>
@@ -40,58 +41,84 @@ std::string Dump(const ordered_json& value) {
 }
 
 // Base64url with padding: no '/' so the page never contains "//", and
-// atob() reads it once '-' and '_' are mapped back.
-class Base64Url {
+// atob() reads it once '-' and '_' are mapped back. Streams to `out` through
+// a small buffer: at 10M events a row's arrays are ~140 MB of text, which
+// is not worth holding in memory only to copy it out.
+class Base64UrlStream {
  public:
-  explicit Base64Url(std::size_t bytes) { out_.reserve((bytes + 2) / 3 * 4); }
+  explicit Base64UrlStream(std::ostream& out) : out_(out) { text_.reserve(kTextChunk + 4); }
 
-  void Byte(std::uint8_t b) {
-    pending_[count_++] = b;
-    if (count_ == 3) Flush();
-  }
-  void U32(std::uint32_t v) {
-    for (int k = 0; k < 4; ++k) Byte(static_cast<std::uint8_t>(v >> (8 * k)));
-  }
-  void U64(std::uint64_t v) {
-    for (int k = 0; k < 8; ++k) Byte(static_cast<std::uint8_t>(v >> (8 * k)));
-  }
-  void F64(double v) {
-    std::uint64_t bits;
-    std::memcpy(&bits, &v, sizeof bits);
-    U64(bits);
-  }
-  void F32(float v) {
-    std::uint32_t bits;
-    std::memcpy(&bits, &v, sizeof bits);
-    U32(bits);
+  void Append(const std::uint8_t* bytes, std::size_t n) {
+    // Complete a group left over from the last call.
+    while (count_ > 0 && count_ < 3 && n > 0) {
+      pending_[count_++] = *bytes++;
+      --n;
+    }
+    if (count_ == 3) {
+      Encode(pending_.data());
+      count_ = 0;
+    }
+    for (; n >= 3; bytes += 3, n -= 3) {
+      Encode(bytes);
+      if (text_.size() >= kTextChunk) Drain();
+    }
+    for (; n > 0; --n) pending_[count_++] = *bytes++;
   }
 
-  std::string Finish() {
+  // Pads the last group with '=' and writes out what is left.
+  void Finish() {
     if (count_ > 0) {
       const std::size_t n = count_;
       while (count_ < 3) pending_[count_++] = 0;
-      Flush();
-      out_.resize(out_.size() - (3 - n));
-      out_.append(3 - n, '=');
+      Encode(pending_.data());
+      text_.resize(text_.size() - (3 - n));
+      text_.append(3 - n, '=');
+      count_ = 0;
     }
-    return std::move(out_);
+    Drain();
   }
 
  private:
-  void Flush() {
+  static constexpr std::size_t kTextChunk = 64 * 1024;
+
+  void Encode(const std::uint8_t* group) {
     static constexpr char kAlphabet[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-    const std::uint32_t v = (std::uint32_t{pending_[0]} << 16) | (std::uint32_t{pending_[1]} << 8) | pending_[2];
-    out_.push_back(kAlphabet[(v >> 18) & 63]);
-    out_.push_back(kAlphabet[(v >> 12) & 63]);
-    out_.push_back(kAlphabet[(v >> 6) & 63]);
-    out_.push_back(kAlphabet[v & 63]);
-    count_ = 0;
+    const std::uint32_t v = (std::uint32_t{group[0]} << 16) | (std::uint32_t{group[1]} << 8) | group[2];
+    const char quad[4] = {kAlphabet[(v >> 18) & 63], kAlphabet[(v >> 12) & 63], kAlphabet[(v >> 6) & 63],
+                          kAlphabet[v & 63]};
+    text_.append(quad, sizeof quad);
   }
 
-  std::string out_;
+  void Drain() {
+    out_.write(text_.data(), static_cast<std::streamsize>(text_.size()));
+    text_.clear();
+  }
+
+  std::ostream& out_;
+  std::string text_;
   std::array<std::uint8_t, 3> pending_{};
   std::size_t count_ = 0;
 };
+
+// Little-endian bytes of each value of a typed array.
+void StoreLe(std::uint8_t* at, std::uint64_t v, int bytes) {
+  for (int k = 0; k < bytes; ++k) at[k] = static_cast<std::uint8_t>(v >> (8 * k));
+}
+
+// Writes one typed array (`Width` bytes per interval, `bits` giving them) as
+// base64url, a block of intervals at a time.
+template <int Width, class Bits>
+void WriteTypedArray(std::ostream& out, const std::vector<StateInterval>& ivs, Bits&& bits) {
+  constexpr std::size_t kBlock = 3 * 1024;  // intervals; a multiple of 3 keeps groups whole
+  std::array<std::uint8_t, kBlock * Width> bytes;
+  Base64UrlStream b64(out);
+  for (std::size_t first = 0; first < ivs.size(); first += kBlock) {
+    const std::size_t n = std::min(kBlock, ivs.size() - first);
+    for (std::size_t k = 0; k < n; ++k) StoreLe(bytes.data() + k * Width, bits(ivs[first + k]), Width);
+    b64.Append(bytes.data(), n * Width);
+  }
+  b64.Finish();
+}
 
 // Standard base64 of the SHA-256 given in hex, as CSP's 'sha256-...' wants.
 std::string HexToBase64(std::string_view hex) {
@@ -125,23 +152,28 @@ std::uint32_t IntervalCode(const StateInterval& iv) {
 // One thread's row: lifetime, intervals as typed arrays, wait histogram.
 void WriteThreadRow(std::ostream& out, const ThreadStats& t, std::uint64_t origin) {
   const auto& ivs = t.intervals;
-  Base64Url starts(ivs.size() * 8), durations(ivs.size() * 4), codes(ivs.size() * 4);
   std::array<std::uint64_t, HtmlWriter::kHistogramBuckets> histogram{};
-  for (std::size_t k = 0; k < ivs.size(); ++k) {
-    const StateInterval& iv = ivs[k];
-    // Relative ns are exact in a double up to 104 days.
-    starts.F64(static_cast<double>(iv.start_ns - origin));
-    durations.F32(static_cast<float>(iv.end_ns - iv.start_ns));
-    codes.U32(IntervalCode(iv));
+  for (std::size_t k = 0; k + 1 < ivs.size(); ++k) {
     // A completed wait: the hold on the same GIL starts where the wait ends.
-    if (iv.state == GilState::kWaiting && k + 1 < ivs.size() && ivs[k + 1].state == GilState::kHolding &&
+    const StateInterval& iv = ivs[k];
+    if (iv.state == GilState::kWaiting && ivs[k + 1].state == GilState::kHolding &&
         ivs[k + 1].start_ns == iv.end_ns && ivs[k + 1].gil == iv.gil) {
       ++histogram[HtmlWriter::HistogramBucket(iv.end_ns - iv.start_ns)];
     }
   }
   out << "{\"start_ns\":" << (t.lifetime_start_ns - origin) << ",\"end_ns\":" << (t.lifetime_end_ns - origin)
-      << ",\"count\":" << ivs.size() << ",\"starts\":\"" << starts.Finish() << "\",\"durations\":\""
-      << durations.Finish() << "\",\"codes\":\"" << codes.Finish() << "\",\"wait_histogram\":[";
+      << ",\"count\":" << ivs.size() << ",\"starts\":\"";
+  // Relative ns are exact in a double up to 104 days.
+  WriteTypedArray<8>(out, ivs, [origin](const StateInterval& iv) {
+    return std::bit_cast<std::uint64_t>(static_cast<double>(iv.start_ns - origin));
+  });
+  out << "\",\"durations\":\"";
+  WriteTypedArray<4>(out, ivs, [](const StateInterval& iv) {
+    return std::uint64_t{std::bit_cast<std::uint32_t>(static_cast<float>(iv.end_ns - iv.start_ns))};
+  });
+  out << "\",\"codes\":\"";
+  WriteTypedArray<4>(out, ivs, [](const StateInterval& iv) { return std::uint64_t{IntervalCode(iv)}; });
+  out << "\",\"wait_histogram\":[";
   for (std::size_t b = 0; b < histogram.size(); ++b) out << (b > 0 ? "," : "") << histogram[b];
   out << "]}";
 }
@@ -280,6 +312,10 @@ std::size_t HtmlWriter::HistogramBucket(std::uint64_t ns) {
 }
 
 void HtmlWriter::Write(const RunTrace& trace, const Analysis& analysis) const {
+  Write(trace, analysis, PlanChromeTrace(analysis));
+}
+
+void HtmlWriter::Write(const RunTrace& trace, const Analysis& analysis, const TracePlan& plan) const {
   std::string_view page(html_assets::kPage, html_assets::kPageSize);
   page = WriteUntil(out_, page, "@@CSP_SCRIPT@@");
   out_ << "'sha256-" << HexToBase64(html_assets::kJsSha256Hex) << "'";
@@ -288,7 +324,7 @@ void HtmlWriter::Write(const RunTrace& trace, const Analysis& analysis) const {
   page = WriteUntil(out_, page, "@@EXCEPTIONS@@");
   WriteExceptions(out_, trace);
   page = WriteUntil(out_, page, "@@DATA@@");
-  out_ << "{\"report\":" << EscapeForScript(Dump(JsonWriter::ToJson(trace, analysis))) << ",\"timeline\":";
+  out_ << "{\"report\":" << EscapeForScript(Dump(JsonWriter::ToJson(trace, analysis, plan))) << ",\"timeline\":";
   WriteTimeline(out_, analysis);
   out_ << '}';
   page = WriteUntil(out_, page, "@@JS@@");

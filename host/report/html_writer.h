@@ -29,6 +29,7 @@
 #include <string>
 
 #include "report/analysis.h"
+#include "report/chrome_trace_writer.h"
 #include "report/run_trace.h"
 
 namespace gilscope::report {
@@ -44,6 +45,9 @@ class HtmlWriter {
 
   // `analysis` must be Analyze(trace). Findings come from FindIssues().
   void Write(const RunTrace& trace, const Analysis& analysis) const;
+  // The same with the trace plan already made: `plan` must be
+  // PlanChromeTrace(analysis), so that writing every output plans once.
+  void Write(const RunTrace& trace, const Analysis& analysis, const TracePlan& plan) const;
 
   // JSON text made safe inside <script type="application/json">: see above.
   // `json` must be valid UTF-8 (as nlohmann's dump with replacement makes it).

@@ -26,6 +26,10 @@ double Seconds(std::uint64_t ns) { return static_cast<double>(ns) / 1e9; }
 }  // namespace
 
 nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis& analysis) {
+  return ToJson(trace, analysis, PlanChromeTrace(analysis));
+}
+
+nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis& analysis, const TracePlan& plan) {
   using nlohmann::ordered_json;
   const RunInfo& info = trace.info;
 
@@ -174,7 +178,6 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
 
   // What trace.json holds: complete, or aggregated to stay loadable (the
   // plan is the one ChromeTraceWriter follows with its default limit).
-  const TracePlan plan = PlanChromeTrace(analysis);
   doc["trace"] = {
       {"file", "trace.json"},
       {"events", plan.events},
@@ -196,9 +199,13 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
 }
 
 void JsonWriter::Write(const RunTrace& trace, const Analysis& analysis) const {
+  Write(trace, analysis, PlanChromeTrace(analysis));
+}
+
+void JsonWriter::Write(const RunTrace& trace, const Analysis& analysis, const TracePlan& plan) const {
   // error_handler_t::replace: a thread name is whatever bytes the script set,
   // and the default (throw) would lose the whole report over one of them.
-  out_ << ToJson(trace, analysis).dump(indent_, ' ', /*ensure_ascii=*/false,
+  out_ << ToJson(trace, analysis, plan).dump(indent_, ' ', /*ensure_ascii=*/false,
                                        nlohmann::ordered_json::error_handler_t::replace)
        << '\n';
 }

@@ -15,6 +15,7 @@
 #include <ostream>
 
 #include "report/analysis.h"
+#include "report/chrome_trace_writer.h"
 #include "report/run_trace.h"
 
 namespace gilscope::report {
@@ -28,9 +29,13 @@ class JsonWriter {
 
   // `analysis` must be Analyze(trace). Writes the document and a newline.
   void Write(const RunTrace& trace, const Analysis& analysis) const;
+  // The same with the trace plan already made: `plan` must be
+  // PlanChromeTrace(analysis), so that writing every output plans once.
+  void Write(const RunTrace& trace, const Analysis& analysis, const TracePlan& plan) const;
 
   // The document itself, in field order, for writers that embed it (HTML).
   static nlohmann::ordered_json ToJson(const RunTrace& trace, const Analysis& analysis);
+  static nlohmann::ordered_json ToJson(const RunTrace& trace, const Analysis& analysis, const TracePlan& plan);
 
  private:
   std::ostream& out_;

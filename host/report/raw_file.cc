@@ -1,4 +1,5 @@
 #include "report/raw_file.h"
+#include "report/huge_pages.h"
 #include "report/text_util.h"
 
 #include <fcntl.h>
@@ -217,6 +218,8 @@ class Source {
   // that n bytes are left. Throws RawFileError on an I/O error.
   virtual void Read(void* dst, std::size_t n) = 0;
   virtual void Skip(std::uint64_t n) = 0;
+  // Goes back to byte `pos` (<= the bytes read or skipped so far).
+  virtual void Rewind(std::uint64_t pos) = 0;
 };
 
 class MemorySource final : public Source {
@@ -227,6 +230,7 @@ class MemorySource final : public Source {
     pos_ += n;
   }
   void Skip(std::uint64_t n) override { pos_ += n; }
+  void Rewind(std::uint64_t pos) override { pos_ = static_cast<std::size_t>(pos); }
 
  private:
   const unsigned char* data_;
@@ -266,13 +270,21 @@ class FileSource final : public Source {
     }
     n -= buffered;
     begin_ = end_ = 0;
-    offset_ += n;
+    SeekTo(offset_ + n);
+  }
+  void Rewind(std::uint64_t pos) override {
+    begin_ = end_ = 0;
+    SeekTo(pos);
+  }
+
+ private:
+  void SeekTo(std::uint64_t offset) {
+    offset_ = offset;
     if (lseek(fd_, static_cast<off_t>(offset_), SEEK_SET) < 0) {
       throw RawFileError(name_ + ": cannot seek to byte " + std::to_string(offset_) + ": " + ErrnoText(errno));
     }
   }
 
- private:
   // Returns 1..n bytes read at offset_, or throws: the caller knows from the
   // size taken at open that they exist, so end of file means it shrank.
   std::size_t ReadSome(unsigned char* dst, std::size_t n) {
@@ -315,6 +327,10 @@ class Parser {
 
   RawContents Run() {
     ReadHeader();
+    if (options_.keep_events) {
+      CountStreamEvents();
+      source_.Rewind(kRawHeaderSize);
+    }
     std::uint64_t pos = kRawHeaderSize;
     bool end_seen = false;
     std::uint64_t end_at = 0;
@@ -435,6 +451,35 @@ class Parser {
 
   StreamState& Stream(std::uint32_t id) { return streams_[id]; }
 
+  // A first pass over the record headers only: how many events each stream's
+  // EVENTS blocks hold, so that ReadEvents allocates each stream's array
+  // once, at its final size, instead of regrowing (and copying) it. It
+  // believes a count only when its block fits in the file, so the sum stays
+  // below size_ / 16; it stops quietly at anything wrong, which the real pass
+  // then reports where it is.
+  void CountStreamEvents() {
+    std::uint64_t pos = kRawHeaderSize;
+    while (size_ - pos >= kRawRecordHeaderSize) {
+      unsigned char head[kRawRecordHeaderSize];
+      source_.Read(head, sizeof head);
+      const std::uint32_t type = LoadU32(head);
+      const std::uint32_t length = LoadU32(head + 4);
+      if (length > size_ - pos - kRawRecordHeaderSize) return;
+      std::uint64_t payload = length;
+      if (type == static_cast<std::uint32_t>(RawRecordType::kEvents) && length >= kBlockHeaderSize) {
+        unsigned char block[kBlockHeaderSize];
+        source_.Read(block, sizeof block);
+        payload -= kBlockHeaderSize;
+        const std::uint32_t count = LoadU32(block + 4);
+        if (std::uint64_t{count} * kEventSize == payload) expected_events_[LoadU32(block)] += count;
+      } else if (type == static_cast<std::uint32_t>(RawRecordType::kEnd)) {
+        return;
+      }
+      source_.Skip(payload);
+      pos += kRawRecordHeaderSize + length;
+    }
+  }
+
   void ReadEvents(std::uint64_t pos, std::uint32_t length) {
     if (length < kBlockHeaderSize) {
       Fail("EVENTS record at byte " + std::to_string(pos) + " is " + std::to_string(length) +
@@ -456,20 +501,26 @@ class Parser {
     }
     const std::uint64_t first_event_at = pos + kRawRecordHeaderSize + kBlockHeaderSize;
     out_.events += count;
+    std::vector<recorder::Event>* events = nullptr;
     if (options_.keep_events) {
-      std::vector<recorder::Event>& events = stream.thread.events;
-      const std::size_t old = events.size();
-      // Bounded: count * 16 <= length <= the bytes left in the file.
-      events.resize(old + count);
-      source_.Read(events.data() + old, std::size_t{count} * kEventSize);
-      CheckKinds(id, events.data() + old, count, first_event_at);
-      return;
+      events = &stream.thread.events;
+      // Bounded: the first pass believed only blocks that fit in the file.
+      if (events->empty()) {
+        const auto expected = expected_events_.find(id);
+        if (expected != expected_events_.end()) ReserveHuge(*events, expected->second);
+      }
     }
-    std::vector<recorder::Event> chunk(std::min<std::uint32_t>(count, 4096));
+    // Through a small buffer that stays in cache: the events are checked
+    // there and then appended, so the stream's array is written exactly
+    // once (never zero-filled first) and never grows past what it holds.
+    // Grown to at most 64 KiB as blocks need it: tiny files stay tiny.
+    const std::size_t want = std::min<std::size_t>(count, kChunkEvents);
+    if (chunk_.size() < want) chunk_.resize(want);
     for (std::uint32_t done = 0; done < count;) {
-      const std::uint32_t n = std::min<std::uint32_t>(count - done, static_cast<std::uint32_t>(chunk.size()));
-      source_.Read(chunk.data(), std::size_t{n} * kEventSize);
-      CheckKinds(id, chunk.data(), n, first_event_at + std::uint64_t{done} * kEventSize);
+      const std::uint32_t n = std::min<std::uint32_t>(count - done, static_cast<std::uint32_t>(chunk_.size()));
+      source_.Read(chunk_.data(), std::size_t{n} * kEventSize);
+      CheckKinds(id, chunk_.data(), n, first_event_at + std::uint64_t{done} * kEventSize);
+      if (events != nullptr) events->insert(events->end(), chunk_.data(), chunk_.data() + n);
       done += n;
     }
   }
@@ -749,6 +800,11 @@ class Parser {
   const ReadOptions options_;
   RawContents out_;
   std::map<std::uint32_t, StreamState> streams_;  // ordered: threads come out by id
+  // Events per stream id by the first pass (keep_events only).
+  std::unordered_map<std::uint32_t, std::uint64_t> expected_events_;
+  // 64 KiB: FileSource reads that much straight from the kernel into it.
+  static constexpr std::size_t kChunkEvents = 4096;
+  std::vector<recorder::Event> chunk_;
   std::string where_;                             // the JSON record being read
 };
 

@@ -372,7 +372,7 @@ void PrintTimeline(std::ostream& out, const Style& style, const Analysis& analys
   for (const std::string& row : rows) out << row << '\n';
 }
 
-void PrintEvents(std::ostream& out, const Analysis& analysis) {
+void PrintEvents(std::ostream& out, const Analysis& analysis, const TracePlan& plan) {
   out << "\nEvents: " << Count(analysis.events_recorded) << " recorded, ";
   if (analysis.events_dropped == 0) {
     out << "0 dropped\n";
@@ -382,7 +382,6 @@ void PrintEvents(std::ostream& out, const Analysis& analysis) {
         << " events were lost (a full ring buffer, or a thread with no free recorder slot).\n"
         << "  !! Figures above are computed from what was kept and may be off.\n";
   }
-  const TracePlan plan = PlanChromeTrace(analysis);
   if (plan.aggregated()) out << "  trace.json is aggregated to stay loadable: " << plan.reason << ".\n";
   if (analysis.events_unknown_gil != 0) {
     out << "  !! " << Count(analysis.events_unknown_gil)
@@ -467,6 +466,10 @@ void PrintProcesses(std::ostream& out, const Style& style, const RunTrace& trace
 }
 
 void TextWriter::Write(const RunTrace& trace, const Analysis& analysis) const {
+  Write(trace, analysis, PlanChromeTrace(analysis));
+}
+
+void TextWriter::Write(const RunTrace& trace, const Analysis& analysis, const TracePlan& plan) const {
   const Style style(color_);
   PrintHeader(out_, style, trace, analysis);
   PrintDeadlock(out_, style, trace);
@@ -478,7 +481,7 @@ void TextWriter::Write(const RunTrace& trace, const Analysis& analysis) const {
   PrintProcesses(out_, style, trace);
   PrintAttribution(out_, style, analysis);
   PrintTimeline(out_, style, analysis, width_);
-  PrintEvents(out_, analysis);
+  PrintEvents(out_, analysis, plan);
   PrintLegend(out_);
 }
 

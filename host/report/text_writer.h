@@ -22,6 +22,7 @@
 #include <ostream>
 
 #include "report/analysis.h"
+#include "report/chrome_trace_writer.h"
 #include "report/run_trace.h"
 
 namespace gilscope::report {
@@ -39,6 +40,9 @@ class TextWriter {
 
   // `analysis` must be Analyze(trace). Findings come from FindIssues().
   void Write(const RunTrace& trace, const Analysis& analysis) const;
+  // The same with the trace plan already made: `plan` must be
+  // PlanChromeTrace(analysis), so that writing every output plans once.
+  void Write(const RunTrace& trace, const Analysis& analysis, const TracePlan& plan) const;
 
  private:
   std::ostream& out_;

@@ -327,6 +327,75 @@ TEST_F(RawFileTest, AMillionEventsTakeAtMost16Point1MB) {
   }
 }
 
+// Three streams' blocks interleaved, an odd-length optional record before
+// each block (so no event lies 8-byte aligned in the file) and more than the
+// reader's 64 KiB buffer of events: each stream reads back whole, in order,
+// held in an array allocated once at its final size (a first pass counts
+// the blocks' events), from a file and from memory alike. A torn last block
+// is neither read nor counted.
+TEST_F(RawFileTest, ReadsInterleavedMisalignedBlocksIntoArraysSizedOnce) {
+  const std::vector<std::uint32_t> ids = {9, 2, 70000};
+  std::vector<std::vector<Event>> events(ids.size());
+  RawWriter writer = RawWriter::Open(Path("clean.raw"));
+  std::uint64_t ts = 1;
+  for (int round = 0; round < 40; ++round) {
+    for (std::size_t s = 0; s < ids.size(); ++s) {
+      // Stream 9 gets 700 events a round, stream 2 one, stream 70000 every
+      // other round 95.
+      const std::size_t n = s == 0 ? 700 : s == 1 ? 1 : (round % 2 == 0 ? 95 : 0);
+      for (std::size_t k = 0; k < n; ++k) {
+        events[s].push_back(Event{ts++, EventKind::kReleased, static_cast<std::uint8_t>(s), 4, static_cast<std::uint32_t>(k)});
+      }
+      writer.AppendEvents(ids[s], events[s].data() + events[s].size() - n, n);
+    }
+    writer.Flush();
+  }
+  for (std::size_t s = 0; s < ids.size(); ++s) writer.SetStream(Thread("t" + std::to_string(s), 10 + s, {}), ids[s]);
+  writer.Finish(SmallRun());
+  const std::string clean = Slurp(Path("clean.raw"));
+
+  std::string bytes = clean.substr(0, kRawHeaderSize);
+  for (const RecordAt& r : Records(clean)) {
+    if (r.type == static_cast<std::uint32_t>(RawRecordType::kEvents)) bytes += Record(kRawOptionalRecordBit | 5, "odd");
+    bytes += clean.substr(r.offset, kRawRecordHeaderSize + r.length);
+  }
+  std::ofstream(Path("events.raw"), std::ios::binary) << bytes;
+
+  const RawContents from_file = ReadRawFile(Path("events.raw"));
+  const RawContents from_memory = ReadRawBytes(bytes.data(), bytes.size(), "events.raw");
+  for (const RawContents* back : {&from_file, &from_memory}) {
+    EXPECT_EQ(back->stream_ids, (std::vector<std::uint32_t>{2, 9, 70000}));
+    ASSERT_EQ(back->trace.threads.size(), 3u);
+    const std::vector<std::size_t> order = {1, 0, 2};  // by stream id
+    for (std::size_t i = 0; i < order.size(); ++i) {
+      SCOPED_TRACE("stream " + std::to_string(ids[order[i]]));
+      const std::vector<Event>& got = back->trace.threads[i].events;
+      ExpectEventsEqual(got, events[order[i]]);
+      EXPECT_EQ(got.capacity(), got.size()) << "allocated once, at the size the blocks add up to";
+    }
+  }
+
+  // Cut inside stream 9's last block: its earlier blocks stay, and its
+  // array is sized for them only.
+  std::size_t last_block = 0;
+  for (const RecordAt& r : Records(bytes)) {
+    if (r.type == static_cast<std::uint32_t>(RawRecordType::kEvents) && U32At(bytes, r.offset + 8) == 9) {
+      last_block = r.offset;
+    }
+  }
+  ASSERT_GT(last_block, 0u);
+  const std::string cut = bytes.substr(0, last_block + 8 + 8 + 16 * 3 + 5);
+  ReadOptions lenient;
+  lenient.allow_unfinished = true;
+  const RawContents torn = ReadRawBytes(cut.data(), cut.size(), "events.raw", lenient);
+  EXPECT_FALSE(torn.finished);
+  ASSERT_EQ(torn.stream_ids, (std::vector<std::uint32_t>{2, 9, 70000}));
+  const std::vector<Event>& nine = torn.trace.threads[1].events;
+  EXPECT_EQ(nine.size(), 39u * 700u);
+  EXPECT_EQ(nine.capacity(), nine.size());
+  ExpectEventsEqual(nine, std::vector<Event>(events[0].begin(), events[0].begin() + 39 * 700));
+}
+
 TEST_F(RawFileTest, CountsEventsWithoutKeepingThem) {
   WriteRawFile(Path("events.raw"), SmallRun());
   ReadOptions options;

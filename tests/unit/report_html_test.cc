@@ -186,6 +186,48 @@ TEST(ReportHtmlWriter, EmbedsTheReportAndEveryInterval) {
   EXPECT_EQ(embedded, total);
 }
 
+// The typed arrays are encoded a block of 3072 intervals at a time: a row
+// longer than a block, whose byte counts are not multiples of 3 (padding
+// "=" and "=="), decodes to exactly the analysed intervals.
+TEST(ReportHtmlWriter, EncodesRowsLongerThanOneBlockExactly) {
+  RunTrace run = EmptyRun(20'000);
+  run.gils = {Gil(0, 0xA, 0)};
+  std::vector<Event> events = {Tstate(0xA)};
+  for (std::int64_t i = 0; i < 1700; ++i) {  // wait 10i..10i+2, hold to 10i+5, I/O to 10i+10
+    events.push_back(Request(10 * i));
+    events.push_back(Acquired(10 * i + 2));
+    events.push_back(Released(10 * i + 5, false));
+  }
+  run.threads.push_back(Thread("MainThread", 1001, events));
+  const Analysis analysis = Analyze(run);
+  const std::vector<StateInterval>& ivs = analysis.threads[0].intervals;
+  ASSERT_EQ(ivs.size(), 3400u);
+
+  const json data = json::parse(DataText(Html(run)));
+  const json& row = data["timeline"]["threads"][0];
+  ASSERT_EQ(row["count"], 3400);
+  const std::string starts = row["starts"], durations = row["durations"], codes = row["codes"];
+  // 27200 bytes: 9067 groups, the last with two bytes; 13600: one byte.
+  EXPECT_EQ(starts.size(), 9067u * 4);
+  EXPECT_EQ(starts.back(), '=');
+  EXPECT_NE(starts[starts.size() - 2], '=');
+  EXPECT_EQ(durations.size(), 4534u * 4);
+  EXPECT_EQ(durations.substr(durations.size() - 2), "==");
+  const std::vector<double> start_values = Decode<double>(starts);
+  const std::vector<float> duration_values = Decode<float>(durations);
+  const std::vector<std::uint32_t> code_values = Decode<std::uint32_t>(codes);
+  ASSERT_EQ(start_values.size(), ivs.size());
+  ASSERT_EQ(duration_values.size(), ivs.size());
+  ASSERT_EQ(code_values.size(), ivs.size());
+  for (std::size_t k = 0; k < ivs.size(); ++k) {
+    ASSERT_EQ(start_values[k], static_cast<double>(ivs[k].start_ns - run.start_ns)) << k;
+    ASSERT_EQ(duration_values[k], static_cast<float>(ivs[k].end_ns - ivs[k].start_ns)) << k;
+    ASSERT_EQ(code_values[k] >> 31, ivs[k].state == GilState::kHolding ? 1u : 0u) << k;
+  }
+  // Every wait completed: 1700 of 2 ms, bucket [2, 5) ms.
+  EXPECT_EQ(row["wait_histogram"][11], 1700);
+}
+
 TEST(ReportHtmlWriter, HistogramCountsCompletedWaitsInLogBuckets) {
   EXPECT_EQ(HtmlWriter::HistogramBucket(0), 0u);
   EXPECT_EQ(HtmlWriter::HistogramBucket(999), 0u);

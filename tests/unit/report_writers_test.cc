@@ -10,6 +10,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <limits>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -20,6 +21,7 @@
 
 #include "report/analysis.h"
 #include "report/chrome_trace_writer.h"
+#include "report/html_writer.h"
 #include "report/json_writer.h"
 #include "report/text_writer.h"
 #include "report_test_traces.h"
@@ -414,6 +416,86 @@ TEST(ReportChromeTraceWriter, AggregatesAboveTheLimitAndSaysSo) {
   // report.json and report.txt say the same as the writer.
   const Analysis analysis = Analyze(SmallRun());
   EXPECT_EQ(PlanChromeTrace(analysis, 12).events, plan.events);
+}
+
+// Three threads on two GILs with waits, holds and released stretches from
+// 1 us to ~8 ms (log-uniform, a fixed seed), holds overlapping across
+// threads and idle gaps on the GIL lanes: every branch of the merging.
+RunTrace VariedRun() {
+  RunTrace run = EmptyRun(1'000);
+  run.gils = {Gil(0, 0, 0), Gil(1, 0, 0)};
+  std::uint64_t seed = 12345;
+  auto next_us = [&seed]() {
+    seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+    return std::int64_t{1} << ((seed >> 33) % 14);  // 1 us .. 8.192 ms
+  };
+  for (int t = 0; t < 3; ++t) {
+    std::vector<Event> events;
+    std::int64_t us = static_cast<std::int64_t>(t) * 7;
+    const auto gil = static_cast<std::uint8_t>(t == 2 ? 1 : 0);
+    while (us < 990'000) {
+      events.push_back(Make(EventKind::kRequest, AtUs(us), gil, 0));
+      us += next_us();
+      events.push_back(Make(EventKind::kAcquired, AtUs(us), gil, 0));
+      us += next_us();
+      events.push_back(Make(EventKind::kReleased, AtUs(us), gil, (seed >> 40) % 2 == 0 ? recorder::kFlagForced : 0));
+      us += next_us();
+    }
+    run.threads.push_back(Thread("t" + std::to_string(t), 2000 + t, events));
+  }
+  return run;
+}
+
+// The plan counts merged pieces without building them (MergeCounter); the
+// file is written with Merger. Over many limits, hence many merge widths,
+// the two agree, and a merged trace fits its limit.
+TEST(ReportChromeTraceWriter, PlanCountsExactlyWhatIsWrittenAtEveryWidth) {
+  const RunTrace run = VariedRun();
+  const Analysis analysis = Analyze(run);
+  const TracePlan full = PlanChromeTrace(analysis, std::numeric_limits<std::uint64_t>::max());
+  ASSERT_GT(full.full_events, 2000u);
+  std::set<std::uint64_t> widths;
+  for (std::uint64_t limit = 8; limit < full.full_events; limit += limit / 4 + 1) {
+    SCOPED_TRACE("limit " + std::to_string(limit));
+    TracePlan plan;
+    const json doc = json::parse(ChromeTrace(run, limit, &plan));
+    std::uint64_t timeline = 0;
+    for (const json& e : doc["traceEvents"]) timeline += e["ph"] != "M" ? 1 : 0;
+    EXPECT_EQ(timeline, plan.events) << "width " << plan.merge_below_ns;
+    EXPECT_EQ(doc["otherData"]["events"], plan.events);
+    EXPECT_EQ(plan.full_events, full.full_events);
+    if (plan.merge_below_ns > 0 && plan.merge_below_ns < 1'000 * kMs) {
+      EXPECT_LE(plan.events, limit) << "width " << plan.merge_below_ns;
+    }
+    widths.insert(plan.merge_below_ns);
+  }
+  EXPECT_GE(widths.size(), 15u) << "the limits should exercise many widths";
+}
+
+// `gilscope report` plans trace.json once and hands the plan to every
+// writer: each writes exactly what it writes when it plans for itself.
+TEST(ReportWriters, WriteTheSameWithAPlanMadeOnce) {
+  const RunTrace run = VariedRun();
+  const Analysis analysis = Analyze(run);
+  const TracePlan plan = PlanChromeTrace(analysis);
+  const auto both = [&](auto write_planned, auto write_own) {
+    std::ostringstream planned, own;
+    write_planned(planned);
+    write_own(own);
+    EXPECT_FALSE(own.str().empty());
+    EXPECT_EQ(planned.str(), own.str());
+  };
+  both([&](std::ostream& o) { JsonWriter(o).Write(run, analysis, plan); },
+       [&](std::ostream& o) { JsonWriter(o).Write(run, analysis); });
+  both([&](std::ostream& o) { TextWriter(o).Write(run, analysis, plan); },
+       [&](std::ostream& o) { TextWriter(o).Write(run, analysis); });
+  both([&](std::ostream& o) { HtmlWriter(o).Write(run, analysis, plan); },
+       [&](std::ostream& o) { HtmlWriter(o).Write(run, analysis); });
+  // A small limit, so that the plan merges.
+  const TracePlan merged = PlanChromeTrace(analysis, 300);
+  ASSERT_GT(merged.merge_below_ns, 0u);
+  both([&](std::ostream& o) { ChromeTraceWriter(o, 300).Write(run, analysis, merged); },
+       [&](std::ostream& o) { ChromeTraceWriter(o, 300).Write(run, analysis); });
 }
 
 TEST(ReportChromeTraceWriter, StaysValidJsonWithInvalidUtf8) {
