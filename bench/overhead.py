@@ -114,11 +114,8 @@ CASES = [
          loop_wall, "workload loop wall time (s)"),
     # Its round trip time varies from run to run by itself (which thread wins
     # the GIL when it is released): the best run is the luckiest, not the
-    # least disturbed, so the median it is. 4 s instead of the script's
-    # 1.5 s: some 350 round trips a run instead of 130, each one or two
-    # switch intervals of chance (at 1.5 s three bench runs measured 1.024,
-    # 1.041 and 1.098 for a case with a few hundred events a second).
-    Case("convoy", "scripts/workloads/convoy.py", ["--seconds", "4"], "wall",
+    # least disturbed, so the median it is.
+    Case("convoy", "scripts/workloads/convoy.py", [], "wall",
          seconds_per_round_trip, "seconds per round trip (1 / rt/s)", estimator="median"),
 ]
 
