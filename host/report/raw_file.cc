@@ -653,6 +653,16 @@ class Parser {
     if (!v.is_object()) FieldFail(path, "must be an object, got " + Describe(v));
     return v;
   }
+  // Calls fn(item, "path[i]") for each element of the array `v`, each
+  // checked to be an object.
+  template <class Fn>
+  void EachObject(const json& v, const std::string& path, Fn&& fn) const {
+    std::size_t i = 0;
+    for (const json& item : Array(v, path)) {
+      const std::string p = path + "[" + std::to_string(i++) + "]";
+      fn(Object(item, p), p);
+    }
+  }
   std::vector<std::string> Strings(const json& v, const std::string& path) const {
     std::vector<std::string> out;
     std::size_t i = 0;
@@ -707,10 +717,7 @@ class Parser {
 
     run.start_ns = U64(get(doc, "", "start_ns"), "start_ns");
     run.end_ns = U64(get(doc, "", "end_ns"), "end_ns");
-    std::size_t n = 0;
-    for (const json& g : Array(get(doc, "", "gils"), "gils")) {
-      const std::string p = "gils[" + std::to_string(n++) + "]";
-      Object(g, p);
+    EachObject(get(doc, "", "gils"), "gils", [&](const json& g, const std::string& p) {
       GilInfo gil;
       gil.id = U32(get(g, p, "id"), p + ".id");
       gil.interpreter = I64(get(g, p, "interpreter"), p + ".interpreter");
@@ -722,11 +729,8 @@ class Parser {
       if (g.contains("start_ns")) gil.start_ns = U64(g["start_ns"], p + ".start_ns");
       if (g.contains("end_ns")) gil.end_ns = U64(g["end_ns"], p + ".end_ns");
       run.gils.push_back(gil);
-    }
-    n = 0;
-    for (const json& c : Array(get(doc, "", "code"), "code")) {
-      const std::string p = "code[" + std::to_string(n++) + "]";
-      Object(c, p);
+    });
+    EachObject(get(doc, "", "code"), "code", [&](const json& c, const std::string& p) {
       CodeInfo code;
       code.id = U64(get(c, p, "id"), p + ".id");
       if (c.contains("pid")) code.pid = U32(c["pid"], p + ".pid");
@@ -734,14 +738,11 @@ class Parser {
       code.file = String(get(c, p, "file"), p + ".file");
       code.first_line = Int(get(c, p, "first_line"), p + ".first_line");
       run.code.push_back(std::move(code));
-    }
+    });
     run.marker_names = Strings(get(doc, "", "marker_names"), "marker_names");
     run.dropped_no_slot = U64(get(doc, "", "dropped_no_slot"), "dropped_no_slot");
     if (doc.contains("processes")) {
-      n = 0;
-      for (const json& pj : Array(doc["processes"], "processes")) {
-        const std::string p = "processes[" + std::to_string(n++) + "]";
-        Object(pj, p);
+      EachObject(doc["processes"], "processes", [&](const json& pj, const std::string& p) {
         ProcessInfo proc;
         proc.pid = U32(get(pj, p, "pid"), p + ".pid");
         proc.parent_pid = U32(get(pj, p, "parent_pid"), p + ".parent_pid");
@@ -750,15 +751,12 @@ class Parser {
         proc.exit_status = Int(get(pj, p, "exit_status"), p + ".exit_status");
         proc.instance = Int(get(pj, p, "instance"), p + ".instance");
         run.processes.push_back(std::move(proc));
-      }
+      });
     }
     if (doc.contains("deadlock")) {
       const json& d = Object(doc["deadlock"], "deadlock");
       run.deadlock.summary = String(get(d, "deadlock", "summary"), "deadlock.summary");
-      n = 0;
-      for (const json& tj : Array(get(d, "deadlock", "threads"), "deadlock.threads")) {
-        const std::string p = "deadlock.threads[" + std::to_string(n++) + "]";
-        Object(tj, p);
+      EachObject(get(d, "deadlock", "threads"), "deadlock.threads", [&](const json& tj, const std::string& p) {
         BlockedThread b;
         b.name = String(get(tj, p, "name"), p + ".name");
         b.waiting_for = String(get(tj, p, "waiting_for"), p + ".waiting_for");
@@ -766,14 +764,11 @@ class Parser {
         b.holds = Strings(get(tj, p, "holds"), p + ".holds");
         b.stack = String(get(tj, p, "stack"), p + ".stack");
         run.deadlock.threads.push_back(std::move(b));
-      }
+      });
     }
 
     if (doc.contains("exceptions")) {
-      n = 0;
-      for (const json& ej : Array(doc["exceptions"], "exceptions")) {
-        const std::string p = "exceptions[" + std::to_string(n++) + "]";
-        Object(ej, p);
+      EachObject(doc["exceptions"], "exceptions", [&](const json& ej, const std::string& p) {
         ScriptException e;
         e.pid = U32(get(ej, p, "pid"), p + ".pid");
         e.native_id = U64(get(ej, p, "native_id"), p + ".native_id");
@@ -786,7 +781,7 @@ class Parser {
         e.main = main.get<bool>();
         e.time_ns = U64(get(ej, p, "time_ns"), p + ".time_ns");
         run.exceptions.push_back(std::move(e));
-      }
+      });
     }
 
     // Threads are built from the streams at the end.

@@ -1,6 +1,7 @@
 // Helpers shared by the whole-process tests: run build/gilscope, read JSON.
 #pragma once
 
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <array>
@@ -57,6 +58,12 @@ inline std::string ReadText(const std::filesystem::path& p) {
 inline nlohmann::json ReadJson(const std::filesystem::path& p) {
   std::ifstream in(p);
   return nlohmann::json::parse(in);
+}
+
+// Every GIL of a report changed hands exactly as often as CPython's own
+// switch counter says.
+inline void ExpectSwitchesMatchCpython(const nlohmann::json& rep) {
+  for (const nlohmann::json& g : rep["gils"]) EXPECT_EQ(g["switches"], g["cpython_switches"]) << g.dump();
 }
 
 }  // namespace gilscope::testing

@@ -46,7 +46,7 @@ std::set<std::string> NamedThreads(const json& rep, const std::string& prefix) {
 
 void ExpectNothingLostAndCountsMatch(const json& rep) {
   EXPECT_EQ(rep["events"]["dropped"], 0) << rep["events"].dump();
-  for (const json& g : rep["gils"]) EXPECT_EQ(g["switches"], g["cpython_switches"]) << g.dump();
+  gilscope::testing::ExpectSwitchesMatchCpython(rep);
 }
 
 // The largest resident set of any process this test waited for, through
