@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "report/phases.h"
 #include "report/run_trace.h"
 
 namespace gilscope::report {
@@ -272,6 +273,19 @@ struct GilTax {
   int cpu_count = 0;            // the cores assumed: RunInfo::cpu_count or this machine's
 };
 
+// The figures of one phase (phases.h): the same figures as the whole run's,
+// computed over the phase's window [start_ns, end_ns) alone, exactly as
+// Analyze() would give them for a trace clipped to that window. The
+// timeline lists (ThreadStats::intervals, GilStats::holders and waiting)
+// are left empty: the run's own timeline draws every phase.
+struct Phase {
+  std::uint64_t start_ns = 0;
+  std::uint64_t end_ns = 0;
+  std::string source;  // PhaseSpan::source
+  std::vector<GilStats> gils;        // parallel to Analysis::gils
+  std::vector<ThreadStats> threads;  // parallel to Analysis::threads
+};
+
 struct Analysis {
   std::uint64_t start_ns = 0;
   std::uint64_t end_ns = 0;  // >= start_ns even when the trace's was not
@@ -295,6 +309,11 @@ struct Analysis {
   // In time order (ties: thread, then outer region first).
   std::vector<Marker> markers;
   GilTax gil_tax;
+
+  // The run's activity per time bucket, and the phases found in it (at
+  // least one; a single phase covering the window when nothing changed).
+  ActivitySeries activity;
+  std::vector<Phase> phases;
 };
 
 Analysis Analyze(const RunTrace& trace);
