@@ -24,6 +24,11 @@
 //   BM_CondSignal/...      the same for pthread_cond_signal (no waiter).
 //   BM_SemPair/...         sem_post + sem_wait, never contended (an
 //                          uncontended threading.Lock), glibc's vs interposed.
+//   BM_GilCycle/watched:.. one release and retake of an uncontended GIL made
+//                          of CPython's pthread calls (tests/unit/fake_gil.h):
+//                          0 unwatched (--no-hooks), 1 recorded with frames.
+//                          The difference is the hooks' cost per os.read() of
+//                          release_heavy, less the frame probe.
 //   BM_NoDrop              one producer paced at a fixed event rate (default
 //                          6.6 M events/s) for a fixed time while a Collector
 //                          drains it as a run does (the runner's period, into
@@ -44,6 +49,7 @@
 // JSON output (--benchmark_format=json) into build/bench/overhead.json.
 #include <benchmark/benchmark.h>
 #include <dlfcn.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <semaphore.h>
 #include <unistd.h>
@@ -61,6 +67,7 @@
 #define GILSCOPE_BENCH_HAVE_TSC 1
 #endif
 
+#include "fake_gil.h"
 #include "hooks/gil_watch.h"
 #include "recorder/arena.h"
 #include "recorder/clock.h"
@@ -95,9 +102,10 @@ recorder::Arena* g_arena = nullptr;
 // start barrier publishes it to the other threads.
 class BackgroundDrain {
  public:
-  explicit BackgroundDrain(int threads) : barrier_(threads) {
+  explicit BackgroundDrain(int threads, std::chrono::microseconds period = kBenchDrainPeriod)
+      : barrier_(threads), period_(period) {
     collector_.emplace(*g_arena);
-    collector_->Start(kBenchDrainPeriod);
+    collector_->Start(period_);
   }
   ~BackgroundDrain() { collector_->Stop(); }
   BackgroundDrain(const BackgroundDrain&) = delete;
@@ -113,19 +121,20 @@ class BackgroundDrain {
       collector_->Stop();
       collector_->Take();
       collector_.emplace(*g_arena);
-      collector_->Start(kBenchDrainPeriod);
+      collector_->Start(period_);
     }
     barrier_.arrive_and_wait();
   }
 
  private:
   std::barrier<> barrier_;
+  std::chrono::microseconds period_;
   std::optional<recorder::Collector> collector_;
 };
 
 std::unique_ptr<BackgroundDrain> g_drain;
 
-// The calling thread's ring counters (its slot's head and dropped).
+// The calling thread's ring counters (events written to its ring, and dropped).
 struct SlotCounters {
   std::uint64_t written = 0;
   std::uint64_t dropped = 0;
@@ -139,7 +148,8 @@ SlotCounters ReadSlotCounters() {
     std::fprintf(stderr, "recorder_bench: this thread has no recorder slot\n");
     std::abort();
   }
-  return {slot->head.load(std::memory_order_relaxed), slot->dropped.load(std::memory_order_relaxed)};
+  // The producer's own head (cells written; the ring shares no index).
+  return {recorder::internal::t_producer.head, slot->dropped.load(std::memory_order_relaxed)};
 }
 
 // The loop shared by the Record benchmarks: `record(i)` writes one event.
@@ -235,7 +245,7 @@ BENCHMARK(BM_Clock_LfenceRdtsc)->Name("BM_Clock/lfence_rdtsc");
 
 void BM_FindMiss(benchmark::State& state) {
   pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
-  if (hooks::Find(&mutex) != nullptr) {
+  if (hooks::Find(&mutex).kind != hooks::internal::ObjectKind::kNone) {
     state.SkipWithError("the mutex's address is watched");
     return;
   }
@@ -301,6 +311,83 @@ void BM_SemPair(benchmark::State& state, const SemWaitFn* wait) {
 }
 BENCHMARK_CAPTURE(BM_SemPair, glibc, &g_glibc_sem_wait);
 BENCHMARK_CAPTURE(BM_SemPair, interposed, &g_interposed_sem_wait);
+
+// --- A GIL release and retake through the interposed functions ----------
+
+// The frame probe of BM_GilCycle/watched:1: always the same frame (what a
+// loop making one blocking call sees), without CPython. The real probe's
+// own cost (a few loads and compares on a repeated frame) is not in it.
+// Placed like the real one in gilscope: first in .text.hot (this file is
+// linked before the hooks), page-aligned, so the hooks' hot code follows it
+// in the same page (hooks/hot_state.h).
+[[gnu::hot, gnu::aligned(4096)]] int SameFrameProbe(const void*, std::uint64_t* code_id, std::uint32_t* line) {
+  static thread_local bool seen = false;
+  *code_id = 0x1234;
+  *line = 42;
+  const int same = seen ? 1 : 0;
+  seen = true;
+  return same;
+}
+
+// One drop_gil + take_gil of an uncontended GIL per iteration, made of the
+// pthread calls CPython makes (fake_gil.h), through the interposers: what one
+// os.read() of release_heavy costs the hooks, less the system call and the
+// bytecode. watched:0 is `--no-hooks` (the interposers only forward),
+// watched:1 records the GIL with frames on, a Collector draining in the
+// background every 2 ms as the supervisor's does. The difference is the hooks' cost per release and retake;
+// `events` per iteration says how many events it writes.
+void BM_GilCycle(benchmark::State& state) {
+  const bool watched = state.range(0) != 0;
+  // read:1 makes release_heavy's blocking call between drop and take, a
+  // one-byte read(2) of /dev/zero: a system call empties the TLB on a
+  // kernel with page-table isolation and no PCID (this VM), so every page
+  // the hooks touch costs a page walk again in each cycle, as in a real run.
+  const bool read_between = state.range(1) != 0;
+  const int zero_fd = read_between ? open("/dev/zero", O_RDONLY | O_CLOEXEC) : -1;
+  if (read_between && zero_fd < 0) {
+    state.SkipWithError("cannot open /dev/zero");
+    return;
+  }
+  char byte = 0;
+  test_support::FakeGil gil;
+  int tstate = 0;
+  gil.Take(&tstate);
+  int index = -1;
+  if (watched) {
+    hooks::SetFrameProbe(&SameFrameProbe);
+    hooks::GilMeta meta;
+    meta.probe_frames = true;
+    index = hooks::StartGil(gil.Addresses(), meta, reinterpret_cast<std::uintptr_t>(&tstate));
+    if (index < 0) {
+      state.SkipWithError("the arena's GIL table is full");
+      return;
+    }
+  }
+  // The runner's drain period (2 ms), as in a run.
+  g_drain = std::make_unique<BackgroundDrain>(1, std::chrono::milliseconds(2));
+  recorder::Record(EventKind::kThreadState, 0, 0, 0);  // claims the slot
+  const SlotCounters before = ReadSlotCounters();
+  std::uint64_t i = 0;
+  for (auto _ : state) {
+    gil.Drop(&tstate);
+    if (read_between) benchmark::DoNotOptimize(read(zero_fd, &byte, 1));
+    gil.Take(&tstate);
+    // At most 3 events per cycle: a batch of events stays within half a ring.
+    if (++i % (kBatch / 4) == 0) [[unlikely]] {
+      state.PauseTiming();
+      g_drain->Recycle(true);
+      state.ResumeTiming();
+    }
+  }
+  const SlotCounters after = ReadSlotCounters();
+  if (watched) hooks::StopGil(index);
+  g_drain.reset();
+  if (zero_fd >= 0) close(zero_fd);
+  state.counters["events"] = benchmark::Counter(static_cast<double>(after.written - before.written),
+                                                benchmark::Counter::kAvgIterations);
+  state.counters["dropped"] = static_cast<double>(after.dropped - before.dropped);
+}
+BENCHMARK(BM_GilCycle)->ArgNames({"watched", "read"})->ArgsProduct({{0, 1}, {0, 1}});
 
 // --- No drop at a release-heavy event rate -------------------------------
 

@@ -127,32 +127,55 @@ static PyObject* frame_code(_PyInterpreterFrame* f) {
 #endif
 }
 
+/* The instruction the frame is executing (or about to execute): fixed for a
+ * given code object and offset, so comparing it with the code object is
+ * comparing (code, lasti) without the subtraction and division. */
+static const void* frame_instr(_PyInterpreterFrame* f) {
+#if PY_VERSION_HEX < 0x030D0000
+  return f->prev_instr;
+#else
+  return f->instr_ptr;
+#endif
+}
+
 /* One entry per thread: a release at the same instruction as the last one
- * (a loop forced to switch) costs no line-table lookup. */
+ * (a loop making the same blocking call, a worker forced off in its hot
+ * loop) costs a few compares, no line-table lookup, and is reported as the
+ * same frame (1) so the hooks can leave its kFrame out. The entry names a
+ * code object the registry keeps alive (keep_code succeeded before it was
+ * stored), so its address cannot be reused by another code object while it
+ * is cached. */
 static __thread PyObject* t_last_code;
-static __thread int t_last_lasti = -1;
+static __thread const void* t_last_instr;
+static __thread PyInterpreterState* t_last_interp;
 static __thread uint32_t t_last_line;
 static __thread uint64_t t_last_id;
-static __thread PyInterpreterState* t_last_interp;
 
-int gilscope_probe_frame(const void* tstate_ptr, uint64_t* code_id, uint32_t* line) {
+/* hot: next to the hooks that call it, in .text.hot (hooks/hot_state.h). The
+ * executable links this library before the hooks, so the probe opens that
+ * group: aligned to a page, the whole group (under 3 KiB) shares one. */
+__attribute__((hot, aligned(4096))) int gilscope_probe_frame(const void* tstate_ptr, uint64_t* code_id, uint32_t* line) {
   PyThreadState* tstate = (PyThreadState*)tstate_ptr;
   if (tstate == NULL) return -1;
   _PyInterpreterFrame* f = current_frame(tstate);
   while (f != NULL && _PyFrame_IsIncomplete(f)) f = f->previous;
   if (f == NULL) return -1;
   PyObject* code = frame_code(f);
+  const void* instr = frame_instr(f);
+  if (code == t_last_code && instr == t_last_instr && tstate->interp == t_last_interp) {
+    *code_id = t_last_id;
+    *line = t_last_line;
+    return 1;
+  }
   if (code == NULL || !PyCode_Check(code)) return -1;
   const int lasti = _PyInterpreterFrame_LASTI(f);
-  if (code != t_last_code || lasti != t_last_lasti || tstate->interp != t_last_interp) {
-    const int l = PyCode_Addr2Line((PyCodeObject*)code, lasti * (int)sizeof(_Py_CODEUNIT));
-    if (keep_code(code, tstate->interp) != 0) return -1;
-    t_last_code = code;
-    t_last_lasti = lasti;
-    t_last_line = l > 0 ? (uint32_t)l : 0;
-    t_last_id = code_id_of(code, tstate->interp);
-    t_last_interp = tstate->interp;
-  }
+  const int l = PyCode_Addr2Line((PyCodeObject*)code, lasti * (int)sizeof(_Py_CODEUNIT));
+  if (keep_code(code, tstate->interp) != 0) return -1;
+  t_last_code = code;
+  t_last_instr = instr;
+  t_last_interp = tstate->interp;
+  t_last_line = l > 0 ? (uint32_t)l : 0;
+  t_last_id = code_id_of(code, tstate->interp);
   *code_id = t_last_id;
   *line = t_last_line;
   return 0;
@@ -175,5 +198,5 @@ void gilscope_code_registry_drain(gilscope_code_fn fn, void* ctx) {
   }
   /* This thread's cache may name a code object just released. */
   t_last_code = NULL;
-  t_last_lasti = -1;
+  t_last_instr = NULL;
 }

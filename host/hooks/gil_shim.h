@@ -41,8 +41,10 @@ int gilscope_interp_shares_main_gil(void* interp);
  * GIL: an id for its code object (the object's address, with the owning
  * interpreter's id in the top 16 bits; the object is kept alive until that
  * interpreter calls gilscope_code_registry_drain) and the line being
- * executed. Returns 0, or -1 when there is no Python frame or the registry
- * is full. Any interpreter, own GIL or shared.
+ * executed. Returns 1 when it is the frame this thread's previous successful
+ * call returned (same code object, instruction and interpreter), 0 when it
+ * is another, -1 when there is no Python frame or the registry is full.
+ * Any interpreter, own GIL or shared.
  * PRECONDITION: tstate's thread still owns its interpreter's GIL (drop_gil
  * has not yet cleared gil->locked), so no other thread can touch the frame
  * or the code object's reference count. */

@@ -1,4 +1,5 @@
 #include "hooks/gil_watch.h"
+#include "hooks/hot_state.h"
 
 #include <pthread.h>
 #include <unistd.h>
@@ -17,17 +18,18 @@ namespace gilscope::hooks {
 namespace internal {
 
 std::atomic<std::uintptr_t> g_keys[std::uintptr_t{1} << kTableBits];
-WatchEntry g_entries[std::uintptr_t{1} << kTableBits];
+constinit HotPage g_hot;
+GilState g_more_gils[kMaxGils - kHotGils];
 
-const WatchEntry* FindSlow(std::uintptr_t key, std::uintptr_t slot) noexcept {
+WatchEntry FindSlow(std::uintptr_t key, std::uintptr_t slot) noexcept {
   for (std::uintptr_t i = 0; i <= kTableMask; ++i) {
     const std::uintptr_t s = (slot + i) & kTableMask;
-    // acquire: pairs with the release in Insert, so the entry is complete.
-    const std::uintptr_t k = g_keys[s].load(std::memory_order_acquire);
-    if (k == key) return &g_entries[s];
-    if (k == 0) return nullptr;
+    // relaxed: a word is self-contained (see Find).
+    const std::uintptr_t k = g_keys[s].load(std::memory_order_relaxed);
+    if ((k & kAddressMask) == key) return EntryOf(k);
+    if (k == 0) return {};
   }
-  return nullptr;
+  return {};
 }
 
 }  // namespace internal
@@ -38,57 +40,49 @@ using internal::ObjectKind;
 using internal::WatchEntry;
 using recorder::EventKind;
 
-struct GilState {
-  GilAddresses addr;
-  // Whether this process records this GIL now (process-local: a forked child
-  // re-indexes the GILs it inherited).
-  bool active = false;
-  bool probe_frames = false;
-  // A forked child's copy: its window opens at its first acquisition (after
-  // CPython re-created and re-took it), so the counter is read exactly then.
-  bool pending_start = false;
-  // Set when a waiter's timeout made a drop request during the current hold;
-  // cleared at each acquisition. Touched only with the GIL's mutex held
-  // (timedwait returns with it, both signals are sent under it), so relaxed
-  // atomics suffice: the mutex orders them.
-  std::atomic<bool> drop_pending{false};
-  // The stamp of the last release, written and read under the GIL's mutex
-  // like drop_pending. Stamps are unordered (clock.h): the next acquisition
-  // is stamped no earlier than this, so one GIL's holds never overlap and a
-  // hand-off never looks negative, whatever the CPU did with rdtsc.
-  std::atomic<std::uint64_t> last_release_stamp{0};
-};
+using internal::g_hot;
+using internal::Gil;
+using internal::GilState;
+using internal::MutexLockFn;
 
-GilState g_gils[kMaxGils];
-FrameProbe g_frame_probe = nullptr;
+// A request stamp meaning "granted at once": take_gil found the mutex and
+// the GIL free, so no clock was read (a real stamp, TSC ticks or monotonic
+// nanoseconds, is never 0).
+constexpr std::uint64_t kTakenFree = 0;
 
-// Per-thread hook state. Trivial so access needs no TLS guard.
+// Per-thread hook state. Trivial and constinit, so access needs no TLS guard.
 struct ThreadHookState {
   int held;                      // index + 1 of the GIL this thread holds; 0 none
   std::uintptr_t last_tstate;    // PyThreadState of its last acquisition
-  // take_gil locked the GIL's mutex at request_stamp (clock.h) for GIL
-  // requested - 1 and its kRequest is not written yet: it is written when
-  // the thread waits on the GIL's cond, else folded into the kAcquired that
-  // follows. 0: none.
+  // take_gil locked the GIL's mutex for GIL requested - 1, at request_stamp
+  // (clock.h; kTakenFree: the GIL was free), and its kRequest is not written
+  // yet: it is written when the thread waits on the GIL's cond, else folded
+  // into the kAcquired that follows. 0: none.
   int requested;
   std::uint64_t request_stamp;
+  // drop_gil found the releasing frame to be the one of the thread's last
+  // kFrame: the kReleased that follows carries kFlagSameFrame instead.
+  bool same_frame;
 };
-thread_local ThreadHookState t_hook{};
+constinit thread_local ThreadHookState t_hook{};
 
 bool Insert(const void* object, ObjectKind kind, int gil) {
   const auto key = reinterpret_cast<std::uintptr_t>(object);
+  // The address must leave the word's top bits to the kind and the GIL.
+  if ((key & ~internal::kAddressMask) != 0 || key == internal::kTombstone) return false;
+  const std::uintptr_t word = key | std::uintptr_t{static_cast<std::uint8_t>(kind)} << internal::kKindShift |
+                              std::uintptr_t{static_cast<std::uint8_t>(gil)} << internal::kGilShift;
   const std::uintptr_t slot = internal::Slot(key);
   for (std::uintptr_t i = 0; i <= internal::kTableMask; ++i) {
     const std::uintptr_t s = (slot + i) & internal::kTableMask;
     const std::uintptr_t k = internal::g_keys[s].load(std::memory_order_relaxed);
-    if (k == key || k == 0 || k == internal::kTombstone) {
+    if ((k & internal::kAddressMask) == key || k == 0 || k == internal::kTombstone) {
       // An existing key is re-pointed (a forked child re-indexes its GILs).
-      // Writers are serialised by the GIL being registered (and fork), so
-      // the relaxed entry write cannot race another writer; readers that see
-      // the old entry record one more event under the old index.
-      internal::g_entries[s] = WatchEntry{kind, static_cast<std::uint8_t>(gil)};
-      // release: the entry is written before the key makes it findable.
-      internal::g_keys[s].store(key, std::memory_order_release);
+      // Writers are serialised by the GIL being registered (and fork);
+      // readers that see the old word record one more event under the old
+      // index. release: the GIL's state (Open) is written before its objects
+      // become findable.
+      internal::g_keys[s].store(word, std::memory_order_release);
       return true;
     }
   }
@@ -102,7 +96,7 @@ void Remove(const void* object) {
     const std::uintptr_t s = (slot + i) & internal::kTableMask;
     const std::uintptr_t k = internal::g_keys[s].load(std::memory_order_relaxed);
     if (k == 0) return;
-    if (k == key) {
+    if ((k & internal::kAddressMask) == key) {
       // A tombstone, not 0: later keys of the same probe chain stay findable.
       internal::g_keys[s].store(internal::kTombstone, std::memory_order_release);
       return;
@@ -110,36 +104,68 @@ void Remove(const void* object) {
   }
 }
 
+// Now, as a stamp of the installed clock (its kind read from the hot page).
+inline std::uint64_t Stamp() noexcept { return recorder::Stamp(g_hot.tsc); }
+
 inline void Emit(EventKind kind, int gil, std::uint16_t flags, std::uint64_t stamp) noexcept {
   recorder::Record(kind, static_cast<std::uint8_t>(gil), flags, stamp);
 }
 
+// Writes the calling thread's pending request as a kRequest (its stamp, or
+// now if it was taken free and is written after all: a request that ended
+// in no acquisition).
+[[gnu::noinline, gnu::cold]] void WriteRequest() noexcept {
+  const std::uint64_t stamp = t_hook.request_stamp != kTakenFree ? t_hook.request_stamp : Stamp();
+  recorder::Record(EventKind::kRequest, static_cast<std::uint8_t>(t_hook.requested - 1), 0, stamp);
+  t_hook.requested = 0;
+}
+
 // Writes the calling thread's pending request (if any) as a kRequest.
 inline void FlushRequest() noexcept {
-  if (t_hook.requested != 0) [[unlikely]] {
-    recorder::Record(EventKind::kRequest, static_cast<std::uint8_t>(t_hook.requested - 1), 0, t_hook.request_stamp);
-    t_hook.requested = 0;
-  }
+  if (t_hook.requested != 0) [[unlikely]] WriteRequest();
+}
+
+// A kThreadState: the thread state this thread's GIL calls are made with
+// changed (a thread's first acquisition, or PyThreadState_Swap).
+[[gnu::noinline, gnu::cold]] void WriteThreadState(int gil, std::uintptr_t tstate) noexcept {
+  t_hook.last_tstate = tstate;
+  recorder::Record(EventKind::kThreadState, static_cast<std::uint8_t>(gil), 0, tstate);
 }
 
 // kAcquired for GIL `gil`, with the pending request folded into it when it
 // is this GIL's and its wait fits in `aux`.
-inline void EmitAcquired(int gil, std::uint16_t flags) noexcept {
+inline void EmitAcquired(int gil) noexcept {
   // Not before the release it follows (see GilState::last_release_stamp).
   const std::uint64_t now =
-      std::max(recorder::Stamp(), g_gils[gil].last_release_stamp.load(std::memory_order_relaxed));
-  if (t_hook.requested == gil + 1) {
+      std::max(Stamp(), Gil(gil).last_release_stamp.load(std::memory_order_relaxed));
+  if (t_hook.requested == gil + 1) [[likely]] {
     // In stamp units: the Collector converts the span with the time.
-    const std::uint64_t waited = now > t_hook.request_stamp ? now - t_hook.request_stamp : 0;
-    if (waited <= UINT32_MAX) {
+    const std::uint64_t from = t_hook.request_stamp;
+    const std::uint64_t waited = from != kTakenFree && now > from ? now - from : 0;
+    if (waited <= UINT32_MAX) [[likely]] {
       t_hook.requested = 0;
-      recorder::Record(EventKind::kAcquired, static_cast<std::uint8_t>(gil), flags | recorder::kFlagRequestFolded,
-                       now, static_cast<std::uint32_t>(waited));
+      recorder::Record(EventKind::kAcquired, static_cast<std::uint8_t>(gil), recorder::kFlagRequestFolded, now,
+                       static_cast<std::uint32_t>(waited));
       return;
     }
   }
   FlushRequest();
-  recorder::Record(EventKind::kAcquired, static_cast<std::uint8_t>(gil), flags, now);
+  recorder::Record(EventKind::kAcquired, static_cast<std::uint8_t>(gil), 0, now);
+}
+
+// drop_gil: reads the frame of the thread state giving the GIL away and
+// writes it as a kFrame, unless it is the frame of the thread's last kFrame
+// and that one reached the ring: then returns true, and the release says so
+// with a flag and the Collector writes the kFrame back (one event fewer here).
+inline bool NoteReleasingFrame(int gil) noexcept {
+  std::uint64_t code = 0;
+  std::uint32_t line = 0;
+  // drop_gil has just stored the releasing thread state as last_holder.
+  const void* tstate = __atomic_load_n(Gil(gil).addr.last_holder, __ATOMIC_RELAXED);
+  const int probed = g_hot.frame_probe(tstate, &code, &line);
+  if (probed > 0 && recorder::LastFrameSent()) [[likely]] return true;
+  if (probed >= 0) recorder::RecordFrame(static_cast<std::uint8_t>(gil), code, line);
+  return false;
 }
 
 std::uint32_t Pid() { return static_cast<std::uint32_t>(getpid()); }
@@ -158,11 +184,13 @@ bool Open(int index, const GilAddresses& addr, const GilMeta& meta, std::uint64_
   r.holder_tstate_at_start = holder_tstate;
   // release: the fields above before the state that publishes them.
   r.state.store(recorder::GilRecord::kOpen, std::memory_order_release);
-  GilState& g = g_gils[index];
+  GilState& g = Gil(index);
   g.addr = addr;
   g.drop_pending.store(false, std::memory_order_relaxed);
-  g.probe_frames = meta.probe_frames && g_frame_probe != nullptr;
+  g.probe_frames = meta.probe_frames && g_hot.frame_probe != nullptr;
   g.active = true;
+  // The clock the arena's stamps use (recorder::Install set it before).
+  g_hot.tsc = recorder::ClockIsTsc();
   // The mutex last: from its first hit on, the conds are known too.
   return Insert(addr.switch_cond, ObjectKind::kSwitchCond, index) &&
          Insert(addr.cond, ObjectKind::kGilCond, index) &&
@@ -181,11 +209,11 @@ void AfterForkInChild() {
   int inherited[kMaxGils];
   int n = 0;
   for (int i = 0; i < kMaxGils; ++i) {
-    if (g_gils[i].active) inherited[n++] = i;
+    if (Gil(i).active) inherited[n++] = i;
   }
   for (int k = 0; k < n; ++k) {
     const int i = inherited[k];
-    GilState& old = g_gils[i];
+    GilState& old = Gil(i);
     old.active = false;
     recorder::GilRecord& parent_record = arena->gil(static_cast<std::uint32_t>(i));
     GilMeta meta;
@@ -200,7 +228,7 @@ void AfterForkInChild() {
       continue;
     }
     Open(index, old.addr, meta, /*holder_tstate=*/0);
-    g_gils[index].pending_start = true;
+    Gil(index).pending_start = true;
   }
   // Not holding: CPython recreates the GIL and takes it again, and the
   // thread's next acquisition must name its thread state in the new stream.
@@ -215,7 +243,7 @@ std::atomic<bool> g_fork_handler_installed{false};
 
 }  // namespace
 
-void SetFrameProbe(FrameProbe probe) { g_frame_probe = probe; }
+void SetFrameProbe(FrameProbe probe) { g_hot.frame_probe = probe; }
 
 int StartGil(const GilAddresses& gil, const GilMeta& meta, std::uintptr_t caller_tstate) {
   recorder::Arena* arena = recorder::Installed();
@@ -228,13 +256,13 @@ int StartGil(const GilAddresses& gil, const GilMeta& meta, std::uintptr_t caller
   t_hook.last_tstate = caller_tstate;
   if (!Open(index, gil, meta, caller_tstate)) return -1;
   recorder::Record(EventKind::kThreadState, static_cast<std::uint8_t>(index), 0, caller_tstate);
-  Emit(EventKind::kAcquired, index, recorder::kFlagAtStart, recorder::Stamp());
+  Emit(EventKind::kAcquired, index, recorder::kFlagAtStart, Stamp());
   return index;
 }
 
 void StopGil(int index) {
   if (index < 0 || index >= kMaxGils) return;
-  GilState& g = g_gils[index];
+  GilState& g = Gil(index);
   if (!g.active) return;
   g.active = false;
   Remove(g.addr.mutex);
@@ -250,7 +278,7 @@ void StopGil(int index) {
 
 void StopAllGils() {
   for (int i = 0; i < kMaxGils; ++i) {
-    if (g_gils[i].active) StopGil(i);
+    if (Gil(i).active) StopGil(i);
   }
 }
 
@@ -258,7 +286,7 @@ void UnwatchAll() {
   for (auto& k : internal::g_keys) {
     if (k.load(std::memory_order_relaxed) != 0) k.store(internal::kTombstone, std::memory_order_release);
   }
-  for (GilState& g : g_gils) g.active = false;
+  for (int i = 0; i < kMaxGils; ++i) Gil(i).active = false;
 }
 
 void RegisterProcess(const char* role, std::int32_t instance) {
@@ -267,7 +295,7 @@ void RegisterProcess(const char* role, std::int32_t instance) {
   if (arena == nullptr) return;
   // GILs this process already records belong to the instance too.
   for (int i = 0; i < kMaxGils; ++i) {
-    if (g_gils[i].active && instance >= 0) arena->gil(static_cast<std::uint32_t>(i)).instance = instance;
+    if (Gil(i).active && instance >= 0) arena->gil(static_cast<std::uint32_t>(i)).instance = instance;
   }
   if (recorder::ProcessRecord* p = arena->FindProcess(Pid())) {
     std::strncpy(p->role, role, recorder::kRoleSize - 1);
@@ -288,94 +316,112 @@ void MarkProcessExit(int status) {
 }
 
 unsigned long CpythonSwitchNumber(int gil) {
-  return __atomic_load_n(g_gils[gil].addr.switch_number, __ATOMIC_RELAXED);
+  return __atomic_load_n(Gil(gil).addr.switch_number, __ATOMIC_RELAXED);
 }
 
-void OnGilMutexLock(const WatchEntry& e) noexcept {
-  if (e.kind != ObjectKind::kGilMutex) return;
-  if (t_hook.held == e.gil + 1) {
+[[gnu::hot]] bool OnGilMutexLock(int gil) noexcept {
+  if (t_hook.held == gil + 1) {
     // drop_gil: this thread still owns the GIL (locked is still 1) and has
     // just stored itself as last_holder: its frame is the one giving way.
-    const GilState& g = g_gils[e.gil];
-    if (g.probe_frames) {
-      std::uint64_t code = 0;
-      std::uint32_t line = 0;
-      const void* tstate = __atomic_load_n(g.addr.last_holder, __ATOMIC_RELAXED);
-      if (g_frame_probe(tstate, &code, &line) == 0) {
-        recorder::Record(EventKind::kFrame, e.gil, 0, code, line);
-      }
-    }
-    return;
+    // Set for this release only: the signal that follows consumes it.
+    t_hook.same_frame = Gil(gil).probe_frames && NoteReleasingFrame(gil);
+    return false;
   }
   // take_gil: the request is written only if the thread has to wait.
-  if (t_hook.requested == e.gil + 1) return;  // a second lock: the first request stands
+  if (t_hook.requested == gil + 1) return false;  // a second lock: the first request stands
   FlushRequest();
-  t_hook.requested = e.gil + 1;
-  t_hook.request_stamp = recorder::Stamp();
+  t_hook.requested = gil + 1;
+  return true;
 }
 
-unsigned long OnGilTimedWaitBegin(const WatchEntry& e) noexcept {
+[[gnu::hot]] int LockForTake(int gil, pthread_mutex_t* mutex) noexcept {
+  const MutexLockFn lock = g_hot.real_mutex_lock;
+  // glibc's lock word (pthread_mutex_t's public layout): 0 when free. A
+  // plain look, no read-modify-write and no extra call (a trylock would
+  // touch glibc's code and tables that nothing else in the cycle does).
+  if (__atomic_load_n(&mutex->__data.__lock, __ATOMIC_RELAXED) != 0) [[unlikely]] {
+    // Busy: the thread may block on the mutex for a while; its wait starts now.
+    t_hook.request_stamp = Stamp();
+    return lock(mutex);
+  }
+  const int rc = lock(mutex);
+  // With the mutex held, gil->locked cannot change: take_gil and drop_gil
+  // write it only under this mutex. Free means take_gil takes it next
+  // without waiting: granted at once. Held: the thread will wait on the
+  // GIL's cond, from now.
+  t_hook.request_stamp =
+      __atomic_load_n(Gil(gil).addr.locked, __ATOMIC_RELAXED) == 0 ? kTakenFree : Stamp();
+  return rc;
+}
+
+unsigned long OnGilTimedWaitBegin(WatchEntry e) noexcept {
   // take_gil waits for the GIL: its request is a wait's start.
   if (e.kind == ObjectKind::kGilCond) FlushRequest();
   // The mutex is held: switch_number cannot change under us.
-  return *g_gils[e.gil].addr.switch_number;
+  return *Gil(e.gil).addr.switch_number;
 }
 
-void OnGilTimedWaitEnd(const WatchEntry& e, int rc, unsigned long saved_switch) noexcept {
+void OnGilTimedWaitEnd(WatchEntry e, int rc, unsigned long saved_switch) noexcept {
   if (e.kind != ObjectKind::kGilCond || rc != ETIMEDOUT) return;
-  GilState& g = g_gils[e.gil];
+  GilState& g = Gil(e.gil);
   // Mutex re-acquired by the wait: the same test take_gil makes next.
   const bool drop = __atomic_load_n(g.addr.locked, __ATOMIC_RELAXED) != 0 &&
                     *g.addr.switch_number == saved_switch;
   if (drop) g.drop_pending.store(true, std::memory_order_relaxed);
-  Emit(EventKind::kWaitTimeout, e.gil, drop ? recorder::kFlagDropRequest : 0, recorder::Stamp());
+  Emit(EventKind::kWaitTimeout, e.gil, drop ? recorder::kFlagDropRequest : 0, Stamp());
 }
 
-void OnGilCondSignal(const WatchEntry& e) noexcept {
-  GilState& g = g_gils[e.gil];
-  if (e.kind == ObjectKind::kGilCond) {
-    // drop_gil: locked was just set to 0, the cond is signalled under the mutex.
-    // drop_gil first stored the releasing thread state as last_holder
-    // (CPython's fix-up for PyThreadState_Swap while holding): that is what
-    // the next acquisition is compared with, so the event stream says so too.
-    const auto tstate = reinterpret_cast<std::uintptr_t>(
-        __atomic_load_n(g.addr.last_holder, __ATOMIC_RELAXED));
-    if (tstate != 0 && tstate != t_hook.last_tstate) {
-      t_hook.last_tstate = tstate;
-      recorder::Record(EventKind::kThreadState, e.gil, 0, tstate);
-    }
-    FlushRequest();  // a release with no acquisition seen: keep the request
-    const bool forced = g.drop_pending.load(std::memory_order_relaxed);
-    const std::uint64_t stamp = recorder::Stamp();
-    g.last_release_stamp.store(stamp, std::memory_order_relaxed);
-    Emit(EventKind::kReleased, e.gil, forced ? recorder::kFlagForced : 0, stamp);
-    t_hook.held = 0;
-  } else if (e.kind == ObjectKind::kSwitchCond) {
-    // take_gil: locked = 1 and last_holder = this tstate are already stored.
-    const auto tstate = reinterpret_cast<std::uintptr_t>(
-        __atomic_load_n(g.addr.last_holder, __ATOMIC_RELAXED));
-    if (tstate != t_hook.last_tstate) {
-      t_hook.last_tstate = tstate;
-      recorder::Record(EventKind::kThreadState, e.gil, 0, tstate);
-    }
-    g.drop_pending.store(false, std::memory_order_relaxed);
-    if (g.pending_start) [[unlikely]] {
-      // The re-take that follows fork: the window opens here, with CPython's
-      // counter read after its own increment for this acquisition.
-      g.pending_start = false;
-      if (recorder::Arena* arena = recorder::Installed()) {
-        recorder::GilRecord& r = arena->gil(static_cast<std::uint32_t>(e.gil));
-        r.start_ns = recorder::NowNs();
-        r.switch_start = __atomic_load_n(g.addr.switch_number, __ATOMIC_RELAXED);
-        r.holder_tstate_at_start = tstate;
-      }
-      FlushRequest();  // not folded: the window opens at this acquisition
-      Emit(EventKind::kAcquired, e.gil, recorder::kFlagAtStart, recorder::Stamp());
-    } else {
-      EmitAcquired(e.gil, 0);
-    }
-    t_hook.held = e.gil + 1;
+// drop_gil: locked was just set to 0, the GIL's cond is signalled under the mutex.
+[[gnu::hot]] void OnGilRelease(int gil) noexcept {
+  GilState& g = Gil(gil);
+  // drop_gil first stored the releasing thread state as last_holder
+  // (CPython's fix-up for PyThreadState_Swap while holding): that is what
+  // the next acquisition is compared with, so the event stream says so too.
+  const auto tstate = reinterpret_cast<std::uintptr_t>(__atomic_load_n(g.addr.last_holder, __ATOMIC_RELAXED));
+  if (tstate != t_hook.last_tstate && tstate != 0) [[unlikely]] WriteThreadState(gil, tstate);
+  FlushRequest();  // a release with no acquisition seen: keep the request
+  std::uint16_t flags = g.drop_pending.load(std::memory_order_relaxed) ? recorder::kFlagForced : 0;
+  if (t_hook.same_frame) {
+    flags |= recorder::kFlagSameFrame;
+    t_hook.same_frame = false;
   }
+  const std::uint64_t stamp = Stamp();
+  g.last_release_stamp.store(stamp, std::memory_order_relaxed);
+  Emit(EventKind::kReleased, gil, flags, stamp);
+  t_hook.held = 0;
+}
+
+namespace {
+
+// The re-take that follows fork: the window opens here, with CPython's
+// counter read after its own increment for this acquisition.
+[[gnu::noinline, gnu::cold]] void OpenForkedWindow(int gil, std::uintptr_t tstate) noexcept {
+  GilState& g = Gil(gil);
+  g.pending_start = false;
+  if (recorder::Arena* arena = recorder::Installed()) {
+    recorder::GilRecord& r = arena->gil(static_cast<std::uint32_t>(gil));
+    r.start_ns = recorder::NowNs();
+    r.switch_start = __atomic_load_n(g.addr.switch_number, __ATOMIC_RELAXED);
+    r.holder_tstate_at_start = tstate;
+  }
+  FlushRequest();  // not folded: the window opens at this acquisition
+  Emit(EventKind::kAcquired, gil, recorder::kFlagAtStart, Stamp());
+}
+
+}  // namespace
+
+// take_gil: locked = 1 and last_holder = this tstate are already stored.
+[[gnu::hot]] void OnGilAcquire(int gil) noexcept {
+  GilState& g = Gil(gil);
+  const auto tstate = reinterpret_cast<std::uintptr_t>(__atomic_load_n(g.addr.last_holder, __ATOMIC_RELAXED));
+  if (tstate != t_hook.last_tstate) [[unlikely]] WriteThreadState(gil, tstate);
+  g.drop_pending.store(false, std::memory_order_relaxed);
+  if (g.pending_start) [[unlikely]] {
+    OpenForkedWindow(gil, tstate);
+  } else {
+    EmitAcquired(gil);
+  }
+  t_hook.held = gil + 1;
 }
 
 }  // namespace gilscope::hooks

@@ -4,7 +4,8 @@
 // and pthread_cond_signal and exports them (ENABLE_EXPORTS), so libpython's
 // calls through its PLT, and those of extension modules loaded later, land
 // here first. Each forwards to the real glibc function; only calls on a
-// watched GIL's objects (hooks::Find) do any recording.
+// watched GIL's objects (hooks::Find) do any recording (and take_gil's lock
+// of the GIL's mutex is a trylock first, then the real lock if it was busy).
 //
 // The real functions are resolved in a constructor that runs before main(),
 // so before any thread exists. The condvar calls are resolved by version
@@ -20,25 +21,15 @@
 #include <cstdlib>
 
 #include "hooks/gil_watch.h"
+#include "hooks/hot_state.h"
 #include "hooks/pthread_hooks.h"
 #include "recorder/clock.h"
 #include "recorder/producer.h"
 
 namespace {
 
-using MutexLockFn = int (*)(pthread_mutex_t*);
-using CondTimedWaitFn = int (*)(pthread_cond_t*, pthread_mutex_t*, const struct timespec*);
-using CondSignalFn = int (*)(pthread_cond_t*);
-using ExitFn = void (*)(int);
-using SemWaitFn = int (*)(sem_t*);
-
-MutexLockFn g_real_mutex_lock = nullptr;
-CondTimedWaitFn g_real_cond_timedwait = nullptr;
-CondSignalFn g_real_cond_signal = nullptr;
-ExitFn g_real_exit = nullptr;
-ExitFn g_real_libc_exit = nullptr;
-SemWaitFn g_real_sem_wait = nullptr;
-std::atomic<gilscope::hooks::BeforeExitFn> g_before_exit{nullptr};
+using gilscope::hooks::internal::g_hot;
+using gilscope::hooks::internal::ObjectKind;
 
 void* Resolve(const char* name, const char* version) {
   void* f = version ? dlvsym(RTLD_NEXT, name, version) : dlsym(RTLD_NEXT, name);
@@ -50,29 +41,32 @@ void* Resolve(const char* name, const char* version) {
 }
 
 __attribute__((constructor(101))) void ResolveRealFunctions() {
-  g_real_mutex_lock = reinterpret_cast<MutexLockFn>(Resolve("pthread_mutex_lock", nullptr));
-  g_real_cond_timedwait =
+  using namespace gilscope::hooks::internal;
+  g_hot.real_mutex_lock = reinterpret_cast<MutexLockFn>(Resolve("pthread_mutex_lock", nullptr));
+  g_hot.real_cond_timedwait =
       reinterpret_cast<CondTimedWaitFn>(Resolve("pthread_cond_timedwait", "GLIBC_2.3.2"));
-  g_real_cond_signal = reinterpret_cast<CondSignalFn>(Resolve("pthread_cond_signal", "GLIBC_2.3.2"));
-  g_real_exit = reinterpret_cast<ExitFn>(Resolve("_exit", nullptr));
-  g_real_libc_exit = reinterpret_cast<ExitFn>(Resolve("exit", nullptr));
-  g_real_sem_wait = reinterpret_cast<SemWaitFn>(Resolve("sem_wait", nullptr));
+  g_hot.real_cond_signal = reinterpret_cast<CondSignalFn>(Resolve("pthread_cond_signal", "GLIBC_2.3.2"));
+  g_hot.real_exit = reinterpret_cast<ExitFn>(Resolve("_exit", nullptr));
+  g_hot.real_libc_exit = reinterpret_cast<ExitFn>(Resolve("exit", nullptr));
+  g_hot.real_sem_wait = reinterpret_cast<SemWaitFn>(Resolve("sem_wait", nullptr));
 }
 
 // A call that arrives before the constructor (another library's constructor
 // locking a mutex) resolves on the spot; still single-threaded then.
-inline MutexLockFn RealMutexLock() {
-  if (g_real_mutex_lock == nullptr) [[unlikely]] ResolveRealFunctions();
-  return g_real_mutex_lock;
+inline gilscope::hooks::internal::MutexLockFn RealMutexLock() {
+  if (g_hot.real_mutex_lock == nullptr) [[unlikely]] ResolveRealFunctions();
+  return g_hot.real_mutex_lock;
 }
-inline CondTimedWaitFn RealCondTimedWait() {
-  if (g_real_cond_timedwait == nullptr) [[unlikely]] ResolveRealFunctions();
-  return g_real_cond_timedwait;
+inline gilscope::hooks::internal::CondTimedWaitFn RealCondTimedWait() {
+  if (g_hot.real_cond_timedwait == nullptr) [[unlikely]] ResolveRealFunctions();
+  return g_hot.real_cond_timedwait;
 }
-inline CondSignalFn RealCondSignal() {
-  if (g_real_cond_signal == nullptr) [[unlikely]] ResolveRealFunctions();
-  return g_real_cond_signal;
+inline gilscope::hooks::internal::CondSignalFn RealCondSignal() {
+  if (g_hot.real_cond_signal == nullptr) [[unlikely]] ResolveRealFunctions();
+  return g_hot.real_cond_signal;
 }
+
+std::atomic<gilscope::hooks::BeforeExitFn> g_before_exit{nullptr};
 
 }  // namespace
 
@@ -90,9 +84,16 @@ void SetBeforeExit(BeforeExitFn fn) { g_before_exit.store(fn, std::memory_order_
 
 extern "C" {
 
-__attribute__((visibility("default"))) int pthread_mutex_lock(pthread_mutex_t* mutex) {
-  if (const auto* e = gilscope::hooks::Find(mutex)) [[unlikely]] {
-    gilscope::hooks::OnGilMutexLock(*e);
+// What an uncontended release and retake runs (these two interposers, the
+// handlers they call on a hit, the frame probe) is `hot`: the compiler puts
+// it in .text.hot, which the linker gathers in one place, so the cycle runs
+// code from one page (see hooks/hot_state.h). A wait (timedwait, sem_wait)
+// blocks anyway and is left where it is.
+__attribute__((visibility("default"), hot)) int pthread_mutex_lock(pthread_mutex_t* mutex) {
+  const auto e = gilscope::hooks::Find(mutex);
+  if (e.kind == ObjectKind::kGilMutex) [[unlikely]] {
+    // take_gil's lock: no clock read when the GIL turns out to be free.
+    if (gilscope::hooks::OnGilMutexLock(e.gil)) return gilscope::hooks::LockForTake(e.gil, mutex);
   }
   return RealMutexLock()(mutex);
 }
@@ -100,20 +101,26 @@ __attribute__((visibility("default"))) int pthread_mutex_lock(pthread_mutex_t* m
 __attribute__((visibility("default"))) int pthread_cond_timedwait(pthread_cond_t* cond,
                                                                   pthread_mutex_t* mutex,
                                                                   const struct timespec* abstime) {
-  if (const auto* e = gilscope::hooks::Find(cond)) [[unlikely]] {
-    const unsigned long saved = gilscope::hooks::OnGilTimedWaitBegin(*e);
+  const auto e = gilscope::hooks::Find(cond);
+  if (e.kind != ObjectKind::kNone) [[unlikely]] {
+    const unsigned long saved = gilscope::hooks::OnGilTimedWaitBegin(e);
     const int rc = RealCondTimedWait()(cond, mutex, abstime);
     const int saved_errno = errno;
-    gilscope::hooks::OnGilTimedWaitEnd(*e, rc, saved);
+    gilscope::hooks::OnGilTimedWaitEnd(e, rc, saved);
     errno = saved_errno;
     return rc;
   }
   return RealCondTimedWait()(cond, mutex, abstime);
 }
 
-__attribute__((visibility("default"))) int pthread_cond_signal(pthread_cond_t* cond) {
-  if (const auto* e = gilscope::hooks::Find(cond)) [[unlikely]] {
-    gilscope::hooks::OnGilCondSignal(*e);
+__attribute__((visibility("default"), hot)) int pthread_cond_signal(pthread_cond_t* cond) {
+  const auto e = gilscope::hooks::Find(cond);
+  if (e.kind != ObjectKind::kNone) [[unlikely]] {
+    if (e.kind == ObjectKind::kGilCond) {
+      gilscope::hooks::OnGilRelease(e.gil);
+    } else if (e.kind == ObjectKind::kSwitchCond) {
+      gilscope::hooks::OnGilAcquire(e.gil);
+    }
   }
   return RealCondSignal()(cond);
 }
@@ -122,9 +129,9 @@ __attribute__((visibility("default"))) int pthread_cond_signal(pthread_cond_t* c
 // event, a join. Marked on the thread's recorder slot for the deadlock
 // watchdog (threads without a slot pay one thread-local load, no clock read).
 __attribute__((visibility("default"))) int sem_wait(sem_t* sem) {
-  if (g_real_sem_wait == nullptr) [[unlikely]] ResolveRealFunctions();
+  if (g_hot.real_sem_wait == nullptr) [[unlikely]] ResolveRealFunctions();
   gilscope::recorder::SlotHeader* marked = gilscope::recorder::BeginLockWait();
-  const int rc = g_real_sem_wait(sem);
+  const int rc = g_hot.real_sem_wait(sem);
   const int saved_errno = errno;
   gilscope::recorder::EndLockWait(marked);
   errno = saved_errno;
@@ -139,8 +146,8 @@ __attribute__((visibility("default"), noreturn)) void _exit(int status) {
   gilscope::recorder::RecordCurrentThreadCpu();
   gilscope::hooks::StopAllGils();
   gilscope::hooks::MarkProcessExit(status);
-  if (g_real_exit == nullptr) ResolveRealFunctions();
-  g_real_exit(status);
+  if (g_hot.real_exit == nullptr) ResolveRealFunctions();
+  g_hot.real_exit(status);
   __builtin_unreachable();
 }
 
@@ -148,8 +155,8 @@ __attribute__((visibility("default"), noreturn)) void _exit(int status) {
 // (Py_Exit): by then atexit closed the windows; only the status is left.
 __attribute__((visibility("default"), noreturn)) void exit(int status) {
   gilscope::hooks::MarkProcessExit(status);
-  if (g_real_libc_exit == nullptr) ResolveRealFunctions();
-  g_real_libc_exit(status);
+  if (g_hot.real_libc_exit == nullptr) ResolveRealFunctions();
+  g_hot.real_libc_exit(status);
   __builtin_unreachable();
 }
 

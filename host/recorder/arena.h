@@ -15,8 +15,18 @@
 // of a run shares: GILs (so each GIL in every process gets a run-wide index,
 // the `gil` field of its events) and processes (pid, parent, role, status).
 //
-// Threads: any thread may Claim(); a slot's head_/dropped_ are written only by
-// its owning thread, tail_ only by the one consumer (the Collector).
+// Threads: any thread may Claim(); a slot's dropped is written only by its
+// owning thread, tail and last_frame only by the one consumer (the Collector).
+//
+// A ring hands events over cell by cell, with no shared index: a cell whose
+// second word (kind, gil, flags, aux; see CellWords) is 0 is free. The
+// producer writes a free cell's ts, then release-stores its second word,
+// which is never 0 (every EventKind is at least 1): the cell is published.
+// The consumer acquire-loads the second word at its tail, copies the event
+// if it is not 0, then release-stores 0: the cell is free again. So the
+// producer touches nothing but the cell it writes (one page of its ring, not
+// the slot header as well: hooks/hot_state.h says why pages matter), and a
+// crashed producer leaves at most one cell with ts written but unpublished.
 #pragma once
 
 #include <atomic>
@@ -109,10 +119,8 @@ struct alignas(64) SlotHeader {
   // Written by the owning thread (under the GIL, from Python), read after the
   // run or racily for display; always NUL-terminated within the array.
   char name[kThreadNameSize];
-  // Producer side. head_ counts events ever written; release-stored after the
-  // event is in place so the consumer's acquire-load sees whole events.
-  alignas(64) std::atomic<std::uint64_t> head;
-  std::atomic<std::uint64_t> dropped;  // only the producer writes (relaxed)
+  // Producer side (the owning thread writes; others read for display).
+  alignas(64) std::atomic<std::uint64_t> dropped;  // events that found the ring full
   // The thread's CPU time when it ended (or its process did); valid when
   // cpu_known is 1 (release-stored after cpu_ns).
   std::uint64_t cpu_ns;
@@ -123,13 +131,26 @@ struct alignas(64) SlotHeader {
   // between (no clock read on the thread's side). Written by the owning
   // thread only, read by the watchdog.
   std::atomic<std::uint64_t> lock_wait_seq;
-  // Consumer side. tail_ counts events consumed; release-stored after the
-  // consumer copied them so the producer may overwrite those cells.
+  // Consumer side. tail counts events consumed (the next cell to read is
+  // tail modulo the capacity); kept here so a later Collector of the same
+  // arena continues where the last one stopped.
   alignas(64) std::atomic<std::uint64_t> tail;
+  // The last kFrame the consumer copied out of this ring (kind 0: none yet),
+  // written back before each kReleased flagged kFlagSameFrame. Only the
+  // consumer touches it; it lives here, not in the Collector, so a later
+  // Collector of the same arena continues where the last one stopped.
+  Event last_frame;
 };
 
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free,
               "rings are shared across processes: atomics must be lock-free");
+
+// A ring cell as the producer and the consumer hand it over: two 8-byte
+// words, ts and the rest of the event (kind, gil, flags, aux, as Event lays
+// them out: event.h pins the offsets), accessed with GCC's atomic builtins.
+// may_alias: the words overlay an Event's fields.
+using CellWord = std::uint64_t __attribute__((may_alias));
+inline CellWord* CellWords(Event* cell) noexcept { return reinterpret_cast<CellWord*>(cell); }
 
 class Arena {
  public:

@@ -59,7 +59,9 @@ inline std::uint64_t MonotonicNs() noexcept {
 namespace internal {
 // The calibration this process converts with (set by UseClock, before any
 // thread records; read-only afterwards).
-extern TscCalibration g_clock;
+// hidden: addressed directly, not through the GOT of an executable that
+// exports its symbols.
+extern TscCalibration g_clock __attribute__((visibility("hidden")));
 }  // namespace internal
 
 inline std::uint64_t TscToNs(const TscCalibration& c, std::uint64_t tsc) noexcept {
@@ -73,11 +75,17 @@ inline std::uint64_t TscSpanToNs(const TscCalibration& c, std::uint64_t ticks) n
   return static_cast<std::uint64_t>((static_cast<unsigned __int128>(ticks) * c.mult) >> kTscShift);
 }
 
-// Now, as a stamp (see above): the hot path's clock read.
-inline std::uint64_t Stamp() noexcept {
-  if (internal::g_clock.enabled != 0) [[likely]] return __rdtsc();
+// Now, as a stamp (see above): the hot path's clock read. `tsc`: whether
+// this process's clock is the TSC (ClockIsTsc()), for callers that keep that
+// bit beside their other hot state rather than load it from here.
+inline std::uint64_t Stamp(bool tsc) noexcept {
+  if (tsc) [[likely]] return __rdtsc();
   return MonotonicNs();
 }
+inline std::uint64_t Stamp() noexcept { return Stamp(internal::g_clock.enabled != 0); }
+
+// Whether Stamp() reads the TSC in this process now (else CLOCK_MONOTONIC).
+inline bool ClockIsTsc() noexcept { return internal::g_clock.enabled != 0; }
 
 // Now, in nanoseconds (ordered): for everything off the hot path (windows,
 // process records, the watchdog).

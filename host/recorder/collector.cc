@@ -1,40 +1,73 @@
 #include "recorder/collector.h"
 
 #include <algorithm>
+#include <cstddef>
 #include <cstdint>
 #include <cstring>
 
 namespace gilscope::recorder {
 
-Collector::Collector(Arena& arena) : arena_(arena), clock_(arena.header().clock) {}
+Collector::Collector(Arena& arena) : arena_(arena), clock_(arena.header().clock) { scratch_.reserve(kChunkEvents); }
 
-void Collector::Deliver(std::uint32_t slot, const Event* ring, std::size_t n, std::vector<Event>& out) {
-  while (n > 0) {
-    const std::size_t k = std::min(n, kChunkEvents);
-    const Event* piece = ring;
-    if (clock_.enabled != 0) {
-      // Stamps are TSC ticks: convert each timed event (and a folded
-      // request's wait, a span of ticks) into nanoseconds.
-      scratch_.assign(ring, ring + k);
-      for (Event& e : scratch_) {
-        if (!HasTime(e.kind)) continue;
+std::size_t Collector::DrainSlot(std::uint32_t slot, std::vector<Event>& out) {
+  SlotHeader& s = arena_.slot(slot);
+  Event* const ring = arena_.ring(slot);
+  const std::uint64_t mask = arena_.ring_capacity() - 1;
+  const bool convert = clock_.enabled != 0;
+  // relaxed: only the consumer writes tail (it is kept in the slot for the
+  // next Collector, not for the producer).
+  std::uint64_t tail = s.tail.load(std::memory_order_relaxed);
+  std::size_t copied = 0;
+  for (;;) {
+    // Each ring event gives at most two (a kFrame written back before it).
+    scratch_.clear();
+    while (scratch_.size() + 2 <= kChunkEvents) {
+      CellWord* const cell = CellWords(&ring[tail & mask]);
+      // acquire: pairs with the producer's release of the second word, so
+      // the ts written before it is visible.
+      const std::uint64_t rest = __atomic_load_n(&cell[1], __ATOMIC_ACQUIRE);
+      if (rest == 0) break;  // not written yet: the ring is drained
+      Event e;
+      e.ts = cell[0];
+      std::memcpy(reinterpret_cast<unsigned char*>(&e) + offsetof(Event, kind), &rest, sizeof rest);
+      // release: the copy above is complete before the producer may
+      // overwrite the cell.
+      __atomic_store_n(&cell[1], std::uint64_t{0}, __ATOMIC_RELEASE);
+      ++tail;
+      ++copied;
+      if (e.kind == EventKind::kFrame) {
+        s.last_frame = e;
+      } else if (e.kind == EventKind::kReleased && (e.flags & kFlagSameFrame) != 0) {
+        // The producer wrote no kFrame for this release because it was at
+        // the frame of its last one: write that one back, as if it had.
+        e.flags = static_cast<std::uint16_t>(e.flags & ~kFlagSameFrame);
+        if (s.last_frame.kind == EventKind::kFrame) {
+          Event frame = s.last_frame;
+          frame.gil = e.gil;
+          scratch_.push_back(frame);
+        }
+      }
+      if (convert && HasTime(e.kind)) {
+        // Stamps are TSC ticks: convert each timed event (and a folded
+        // request's wait, a span of ticks) into nanoseconds.
         e.ts = TscToNs(clock_, e.ts);
         if (e.kind == EventKind::kAcquired && (e.flags & kFlagRequestFolded) != 0) {
           e.aux = static_cast<std::uint32_t>(std::min<std::uint64_t>(TscSpanToNs(clock_, e.aux), UINT32_MAX));
         }
       }
-      piece = scratch_.data();
+      scratch_.push_back(e);
     }
+    if (scratch_.empty()) break;
     if (sink_) {
-      sink_(slot, piece, k);
+      sink_(slot, scratch_.data(), scratch_.size());
     } else {
       // insert() grows the vector geometrically (an exact reserve each
       // round would copy everything drained so far every time).
-      out.insert(out.end(), piece, piece + k);
+      out.insert(out.end(), scratch_.begin(), scratch_.end());
     }
-    ring += k;
-    n -= k;
   }
+  s.tail.store(tail, std::memory_order_relaxed);
+  return copied;
 }
 
 void Collector::Start(std::chrono::microseconds period) {
@@ -61,27 +94,11 @@ void Collector::Stop() {
 std::size_t Collector::DrainOnce() {
   const std::uint32_t n = arena_.claimed();
   if (drained_.size() < n) drained_.resize(n);
-  const std::uint64_t mask = arena_.ring_capacity() - 1;
   std::size_t copied = 0;
   for (std::uint32_t i = 0; i < n; ++i) {
-    SlotHeader& s = arena_.slot(i);
     // acquire: a slot still being claimed has no events yet; skip it this round.
-    if (s.state.load(std::memory_order_acquire) < SlotState::kActive) continue;
-    // acquire: pairs with the producer's release of head, so the events
-    // below head are completely written.
-    const std::uint64_t head = s.head.load(std::memory_order_acquire);
-    std::uint64_t tail = s.tail.load(std::memory_order_relaxed);
-    if (head == tail) continue;
-    const Event* ring = arena_.ring(i);
-    copied += head - tail;
-    while (tail < head) {
-      const std::uint64_t at = tail & mask;
-      const std::uint64_t n = std::min(head - tail, mask + 1 - at);  // up to the ring's end
-      Deliver(i, ring + at, static_cast<std::size_t>(n), drained_[i]);
-      tail += n;
-    }
-    // release: our copies are done before the producer may reuse the cells.
-    s.tail.store(head, std::memory_order_release);
+    if (arena_.slot(i).state.load(std::memory_order_acquire) < SlotState::kActive) continue;
+    copied += DrainSlot(i, drained_[i]);
   }
   return copied;
 }

@@ -6,7 +6,10 @@
 //
 // Producers write stamps (clock.h); the Collector converts them to
 // nanoseconds with the arena's calibration as it copies them out, so every
-// event it hands to a sink or keeps has the times event.h describes.
+// event it hands to a sink or keeps has the times event.h describes. It also
+// writes back the kFrame a producer left out before a release flagged
+// kFlagSameFrame (event.h), so what it hands out never carries that flag:
+// work moved from the observed thread to the drain.
 //
 // Threads: Start/Stop/Take from one controlling thread; the drain thread is
 // the Arena's only consumer (the only writer of SlotHeader::tail).
@@ -60,17 +63,20 @@ class Collector {
   std::uint64_t dropped_no_slot() const;
 
  private:
-  // Events converted at a time: the scratch buffer's size.
+  // Events handed out at a time: the scratch buffer's size (a ring event
+  // may gain its kFrame back, so a chunk holds at least half as many).
   static constexpr std::size_t kChunkEvents = 4096;
 
   void Loop(std::chrono::microseconds period);
-  // Copies ring[0, n) out, converted to nanoseconds, to the sink or `out`.
-  void Deliver(std::uint32_t slot, const Event* ring, std::size_t n, std::vector<Event>& out);
+  // Copies the published cells of `slot`'s ring out (freeing each), converted
+  // to nanoseconds and with left-out kFrames written back, to the sink or
+  // `out`. Returns how many cells it consumed.
+  std::size_t DrainSlot(std::uint32_t slot, std::vector<Event>& out);
 
   Arena& arena_;
   const TscCalibration clock_;                // the arena's: how its stamps convert
   std::vector<std::vector<Event>> drained_;  // by slot index; touched only by the drainer
-  std::vector<Event> scratch_;               // kChunkEvents converted events
+  std::vector<Event> scratch_;               // up to kChunkEvents events handed out at once
   Sink sink_;
   std::thread thread_;
   std::atomic<bool> stop_{false};

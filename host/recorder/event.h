@@ -8,6 +8,7 @@
 // This header knows nothing of CPython.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <type_traits>
 
@@ -29,6 +30,8 @@ enum class EventKind : std::uint8_t {
   // The thread released the GIL (drop_gil signalled the GIL's cond).
   // With kFlagForced: a drop request was pending, so the release was forced
   // (FORCE_SWITCHING); without it the release was voluntary (a blocking call).
+  // With kFlagSameFrame (in a ring only): released at the frame of the
+  // thread's last kFrame, which the Collector writes again before it.
   kReleased = 4,
   // The PyThreadState used by this thread's following acquisitions changed.
   // `ts` carries the PyThreadState address instead of a time: CPython counts a
@@ -51,6 +54,12 @@ inline constexpr std::uint16_t kFlagDropRequest = 1u << 0;
 inline constexpr std::uint16_t kFlagAtStart = 1u << 1;
 inline constexpr std::uint16_t kFlagForced = 1u << 2;
 inline constexpr std::uint16_t kFlagRequestFolded = 1u << 3;
+// Ring-only: a release at the same frame as the thread's last kFrame writes
+// no kFrame of its own (one event fewer per release on the observed thread).
+// The Collector, which remembers each ring's last kFrame, writes that kFrame
+// back before the release and clears the flag: nothing after the Collector
+// (events.raw, the analysis) ever sees it.
+inline constexpr std::uint16_t kFlagSameFrame = 1u << 4;
 
 struct Event {
   // Monotonic nanoseconds (kThreadState: the address; kFrame: a code id). In
@@ -64,6 +73,9 @@ struct Event {
 };
 
 static_assert(sizeof(Event) == 16, "Event is 16 bytes: it is written on the hot path and streamed raw");
+// Record() writes kind, gil, flags and aux as one 8-byte word after ts.
+static_assert(offsetof(Event, kind) == 8 && offsetof(Event, gil) == 9 && offsetof(Event, flags) == 10 &&
+              offsetof(Event, aux) == 12);
 static_assert(std::is_trivially_copyable_v<Event>);
 static_assert(std::is_standard_layout_v<Event>);
 

@@ -12,7 +12,7 @@
 namespace gilscope::recorder {
 namespace internal {
 
-thread_local ProducerTls t_producer{};
+constinit thread_local ProducerTls t_producer __attribute__((tls_model("local-exec"))){};
 // A forked child's thread keeps its name: the parent's slot name, carried
 // over to the slot the child claims.
 thread_local char t_inherited_name[kThreadNameSize];
@@ -82,7 +82,8 @@ bool ClaimSlow() noexcept {
   t_producer.slot = slot;
   t_producer.ring = arena->ring(arena->index_of(slot));
   t_producer.mask = arena->ring_capacity() - 1;
-  t_producer.cached_tail = 0;
+  t_producer.head = 0;  // a fresh slot: its ring is all free cells
+  t_producer.frame_sent = false;
   if (g_key_ready.load(std::memory_order_relaxed)) pthread_setspecific(g_exit_key, slot);
   return true;
 }
@@ -91,6 +92,30 @@ void CountNoSlot() noexcept {
   if (Arena* arena = g_arena.load(std::memory_order_acquire)) {
     arena->header().dropped_no_slot.fetch_add(1, std::memory_order_relaxed);
   }
+}
+
+bool RecordSlow(const Event& event) noexcept {
+  ProducerTls& p = t_producer;
+  if (p.ring == nullptr) {
+    if (p.no_slot || !ClaimSlow()) {
+      CountNoSlot();
+      return false;
+    }
+  }
+  CellWord* const cell = CellWords(&p.ring[p.head & p.mask]);
+  // acquire: as in Record().
+  if (__atomic_load_n(&cell[1], __ATOMIC_ACQUIRE) != 0) {
+    // The consumer has not copied this cell's event yet: the ring is full.
+    SlotHeader& s = *p.slot;
+    // relaxed load + store, no read-modify-write: only this thread writes it.
+    s.dropped.store(s.dropped.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
+    return false;
+  }
+  cell[0] = event.ts;
+  // release: as in Record().
+  __atomic_store_n(&cell[1], RestWord(event.kind, event.gil, event.flags, event.aux), __ATOMIC_RELEASE);
+  ++p.head;
+  return true;
 }
 
 }  // namespace internal

@@ -7,9 +7,15 @@
 //
 // Full-buffer policy: drop and count (SlotHeader::dropped). A thread that finds
 // no free slot counts its events in ArenaHeader::dropped_no_slot.
+//
+// How a cell is handed over (arena.h): the producer checks that the cell at
+// its head is free, writes ts, then publishes the rest with a release store.
+// Nothing else is shared: the head is the thread's own.
 #pragma once
 
 #include <atomic>
+#include <bit>
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -34,48 +40,73 @@ void RecordCurrentThreadCpu() noexcept;
 
 namespace internal {
 
+// The calling thread's producer state: its ring and where it writes next.
+// Trivial and constinit, so the hot path reaches it with one thread-pointer
+// offset and no TLS guard or init call. Zero (no ring yet) and a thread
+// without a slot both have ring == nullptr, which sends Record() to
+// RecordSlow(): it claims a slot or counts the loss.
 struct ProducerTls {
   SlotHeader* slot;
   Event* ring;
   std::uint64_t mask;
-  std::uint64_t cached_tail;  // last tail seen; reloaded only when the ring looks full
-  bool no_slot;               // claim failed: count drops, don't retry
+  std::uint64_t head;  // events written to this ring: the next cell is head & mask
+  bool no_slot;        // claim failed: count drops, don't retry
+  // The last kFrame this thread wrote reached its ring (RecordFrame), so the
+  // ring's consumer knows it: a release at the same frame may say so with
+  // kFlagSameFrame instead of writing it again. False with a new slot.
+  bool frame_sent;
 };
 
-extern thread_local ProducerTls t_producer;
+// local-exec: the recorder is linked into executables only, so the variable's
+// offset from the thread pointer is a link-time constant (no GOT load, no
+// extra page touched per event).
+extern constinit thread_local ProducerTls t_producer __attribute__((tls_model("local-exec")));
 
 // Claims a slot for this thread. Returns false when none is left.
 bool ClaimSlow() noexcept;
 void CountNoSlot() noexcept;
+// Record()'s rare paths: no slot yet (claims one), no slot at all (counts),
+// the cell at the head still unconsumed (counts a drop).
+bool RecordSlow(const Event& event) noexcept;
+
+// The second word of an event as Record() stores it (never 0: kinds start at 1).
+inline std::uint64_t RestWord(EventKind kind, std::uint8_t gil, std::uint16_t flags, std::uint32_t aux) noexcept {
+  static_assert(std::endian::native == std::endian::little, "the words overlay Event's fields");
+  return static_cast<std::uint64_t>(kind) | static_cast<std::uint64_t>(gil) << 8 |
+         static_cast<std::uint64_t>(flags) << 16 | static_cast<std::uint64_t>(aux) << 32;
+}
 
 }  // namespace internal
 
 inline bool Record(EventKind kind, std::uint8_t gil, std::uint16_t flags, std::uint64_t ts,
                    std::uint32_t aux = 0) noexcept {
   internal::ProducerTls& p = internal::t_producer;
-  if (p.slot == nullptr) [[unlikely]] {
-    if (p.no_slot || !internal::ClaimSlow()) {
-      internal::CountNoSlot();
-      return false;
-    }
+  Event* const ring = p.ring;
+  if (ring == nullptr) [[unlikely]] return internal::RecordSlow(Event{ts, kind, gil, flags, aux});
+  CellWord* const cell = CellWords(&ring[p.head & p.mask]);
+  // acquire: pairs with the consumer's release of 0, so its copy of the
+  // cell's last event is complete before the cell is overwritten.
+  if (__atomic_load_n(&cell[1], __ATOMIC_ACQUIRE) != 0) [[unlikely]] {
+    return internal::RecordSlow(Event{ts, kind, gil, flags, aux});  // full: counted there
   }
-  SlotHeader& s = *p.slot;
-  // relaxed: only this thread writes head.
-  const std::uint64_t head = s.head.load(std::memory_order_relaxed);
-  if (head - p.cached_tail > p.mask) [[unlikely]] {
-    // acquire: pairs with the consumer's release of tail, so the cells it
-    // finished copying are free to overwrite.
-    p.cached_tail = s.tail.load(std::memory_order_acquire);
-    if (head - p.cached_tail > p.mask) {
-      s.dropped.store(s.dropped.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-      return false;
-    }
-  }
-  p.ring[head & p.mask] = Event{ts, kind, gil, flags, aux};
-  // release: the event's bytes are visible before the new head.
-  s.head.store(head + 1, std::memory_order_release);
+  cell[0] = ts;
+  // release: ts is in place before the cell is published. The second word is
+  // built in registers (mostly constants at each call site).
+  __atomic_store_n(&cell[1], internal::RestWord(kind, gil, flags, aux), __ATOMIC_RELEASE);
+  ++p.head;
   return true;
 }
+
+// A kFrame (the frame of the release that follows), remembered as sent when
+// it reached the ring (see ProducerTls::frame_sent).
+inline bool RecordFrame(std::uint8_t gil, std::uint64_t code_id, std::uint32_t line) noexcept {
+  const bool recorded = Record(EventKind::kFrame, gil, 0, code_id, line);
+  internal::t_producer.frame_sent = recorded;
+  return recorded;
+}
+
+// Whether this thread's ring holds the last kFrame it wrote (RecordFrame).
+inline bool LastFrameSent() noexcept { return internal::t_producer.frame_sent; }
 
 // Marks the calling thread as blocked on a lock from now on, for the
 // deadlock watchdog (SlotHeader::lock_wait_seq). Only threads that have a

@@ -1,8 +1,5 @@
 // The hooks against a GIL built the way CPython's take_gil/drop_gil build
-// theirs (Python/ceval_gil.c, FORCE_SWITCHING): the same pthread calls in the
-// same order on the same kinds of objects. The fake keeps its own switch
-// counter and counts its forced drops, so the recorded events can be
-// checked against the truth, exactly as gilscope checks CPython's counter.
+// theirs (fake_gil.h), checked against the fake's own counters.
 #include <gtest/gtest.h>
 #include <pthread.h>
 
@@ -13,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "fake_gil.h"
 #include "hooks/gil_watch.h"
 #include "recorder/arena.h"
 #include "recorder/collector.h"
@@ -23,78 +21,15 @@
 namespace gilscope {
 namespace {
 
-struct FakeGil {
-  long interval_us = 100;
-  std::atomic<void*> last_holder{nullptr};
-  int locked = 0;  // read by the hooks as gil->locked
-  unsigned long switch_number = 0;
-  pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
-  pthread_mutex_t mutex = PTHREAD_MUTEX_INITIALIZER;
-  pthread_cond_t switch_cond = PTHREAD_COND_INITIALIZER;
-  pthread_mutex_t switch_mutex = PTHREAD_MUTEX_INITIALIZER;
-  std::atomic<int> drop_request{0};
-  std::atomic<int> forced_drops{0};  // the truth for forced releases
+using test_support::FakeGil;
 
-  void Take(void* tstate) {
-    pthread_mutex_lock(&mutex);
-    while (__atomic_load_n(&locked, __ATOMIC_RELAXED)) {
-      const unsigned long saved = switch_number;
-      timespec deadline;
-      clock_gettime(CLOCK_REALTIME, &deadline);
-      deadline.tv_nsec += interval_us * 1000;
-      if (deadline.tv_nsec >= 1'000'000'000) {
-        deadline.tv_sec += 1;
-        deadline.tv_nsec -= 1'000'000'000;
-      }
-      const int r = pthread_cond_timedwait(&cond, &mutex, &deadline);
-      if (r == ETIMEDOUT && locked && switch_number == saved) drop_request.store(1);
-    }
-    pthread_mutex_lock(&switch_mutex);
-    __atomic_store_n(&locked, 1, __ATOMIC_RELAXED);
-    if (tstate != last_holder.load()) {
-      last_holder.store(tstate);
-      ++switch_number;
-    }
-    pthread_cond_signal(&switch_cond);
-    pthread_mutex_unlock(&switch_mutex);
-    drop_request.store(0);
-    pthread_mutex_unlock(&mutex);
-  }
-
-  void Drop(void* tstate) {
-    last_holder.store(tstate);
-    pthread_mutex_lock(&mutex);
-    if (drop_request.load()) forced_drops.fetch_add(1);
-    __atomic_store_n(&locked, 0, __ATOMIC_RELAXED);
-    pthread_cond_signal(&cond);
-    pthread_mutex_unlock(&mutex);
-    if (drop_request.load()) {
-      pthread_mutex_lock(&switch_mutex);
-      if (last_holder.load() == tstate) {
-        drop_request.store(0);
-        pthread_cond_wait(&switch_cond, &switch_mutex);
-      }
-      pthread_mutex_unlock(&switch_mutex);
-    }
-  }
-
-  hooks::GilAddresses Addresses() const {
-    hooks::GilAddresses a;
-    a.mutex = &mutex;
-    a.cond = &cond;
-    a.switch_cond = &switch_cond;
-    a.locked = &locked;
-    a.switch_number = &switch_number;
-    a.last_holder = reinterpret_cast<void* const*>(&last_holder);
-    return a;
-  }
-};
-static_assert(sizeof(std::atomic<void*>) == sizeof(void*));
-
-// A fresh arena of `slots` slots, installed: the hooks record into it.
-std::unique_ptr<recorder::Arena> InstallArena(std::uint32_t slots) {
+// A fresh arena of `slots` slots (rings of `capacity` events), installed:
+// the hooks record into it.
+std::unique_ptr<recorder::Arena> InstallArena(std::uint32_t slots,
+                                              std::uint32_t capacity = recorder::ArenaConfig{}.ring_capacity) {
   recorder::ArenaConfig config;
   config.slot_count = slots;
+  config.ring_capacity = capacity;
   auto arena = recorder::Arena::Create(config);
   recorder::Install(arena.get());
   return arena;
@@ -236,6 +171,13 @@ TEST(HooksTest, UncontendedTakesFoldTheirRequest) {
       }
     }
   }
+  std::size_t taken_free = 0;  // folded with no wait at all: no clock read for the request
+  for (const auto& log : logs) {
+    for (const recorder::Event& e : log.events) {
+      taken_free += e.kind == recorder::EventKind::kAcquired && (e.flags & recorder::kFlagRequestFolded) != 0 &&
+                    e.aux == 0;
+    }
+  }
   report::RunTrace trace;
   runner::CollectInto(*arena, std::move(logs), collector.dropped_no_slot(), trace);
   recorder::Install(nullptr);
@@ -244,6 +186,8 @@ TEST(HooksTest, UncontendedTakesFoldTheirRequest) {
   EXPECT_EQ(acquired, kUncontended + 2u);
   EXPECT_EQ(requests, 1u);  // the other thread's: it waited
   EXPECT_GE(folded, kUncontended + 0u);
+  // Each of main's uncontended takes found the mutex and the GIL free.
+  EXPECT_GE(taken_free, kUncontended + 0u);
   EXPECT_EQ(requests + folded, acquired);
   const report::Analysis a = report::Analyze(trace);
   ASSERT_EQ(a.threads.size(), 2u);
@@ -256,6 +200,145 @@ TEST(HooksTest, UncontendedTakesFoldTheirRequest) {
   EXPECT_EQ(acquisitions, acquired);
   EXPECT_EQ(waits, acquired);  // every acquisition ends a wait, folded or not
   EXPECT_EQ(a.gils[0].switches, a.gils[0].cpython_switches);
+}
+
+// A take that finds the GIL's mutex busy is stamped before it blocks on it:
+// the time the mutex was held by someone else is part of its wait.
+TEST(HooksTest, ATakeThatFindsTheMutexBusyWaitsFromBeforeTheLock) {
+  auto arena = InstallArena(4);
+  recorder::Collector collector(*arena);
+  FakeGil gil;
+  int main_tstate = 0;
+  ASSERT_EQ(TakeAndWatch(gil, &main_tstate), 0);
+  gil.Drop(&main_tstate);  // the GIL is free from now on
+  constexpr std::uint64_t kHeldNs = 2'000'000;
+  std::atomic<bool> locked{false};
+  std::thread holder([&] {
+    // glibc's trylock is not interposed: the hooks never see this lock.
+    ASSERT_EQ(pthread_mutex_trylock(&gil.mutex), 0);
+    locked.store(true);
+    // Until main blocks on the mutex (glibc marks a lock with a sleeping
+    // waiter 2), then a measured while longer.
+    while (__atomic_load_n(&gil.mutex.__data.__lock, __ATOMIC_RELAXED) != 2) {
+    }
+    const std::uint64_t until = recorder::NowNs() + kHeldNs;
+    while (recorder::NowNs() < until) {
+    }
+    pthread_mutex_unlock(&gil.mutex);
+  });
+  while (!locked.load()) {
+  }
+  gil.Take(&main_tstate);
+  holder.join();
+  hooks::StopGil(0);
+  collector.Stop();
+  std::vector<recorder::ThreadLog> logs = collector.Take();
+  recorder::Install(nullptr);
+  ASSERT_EQ(logs.size(), 1u);
+  const recorder::Event* last = nullptr;
+  for (const recorder::Event& e : logs[0].events) {
+    if (e.kind == recorder::EventKind::kAcquired) last = &e;
+  }
+  ASSERT_NE(last, nullptr);
+  ASSERT_NE(last->flags & recorder::kFlagRequestFolded, 0) << "the GIL was free: the request is folded";
+  EXPECT_GE(last->aux, kHeldNs) << "the wait for the mutex is missing";
+}
+
+// A frame probe driven by the test: the "current frame" is g_frame (0: no
+// Python frame), returned with the shim's contract (1 when it is the frame
+// this thread's previous successful call returned).
+std::atomic<std::uint64_t> g_frame{0};
+thread_local std::uint64_t t_probed = 0;
+int ScriptedProbe(const void*, std::uint64_t* code_id, std::uint32_t* line) {
+  const std::uint64_t frame = g_frame.load();
+  if (frame == 0) return -1;
+  *code_id = frame;
+  *line = static_cast<std::uint32_t>(frame % 1000);
+  const int same = frame == t_probed ? 1 : 0;
+  t_probed = frame;
+  return same;
+}
+
+int TakeAndWatchWithFrames(FakeGil& gil, int* tstate) {
+  hooks::SetFrameProbe(&ScriptedProbe);
+  t_probed = 0;
+  gil.Take(tstate);
+  hooks::GilMeta meta;
+  meta.probe_frames = true;
+  return hooks::StartGil(gil.Addresses(), meta, reinterpret_cast<std::uintptr_t>(tstate));
+}
+
+// The code ids of the kFrame right before each kReleased of `events`; 0 for
+// a release with none. Fails on a kFlagSameFrame left in the handed-out stream.
+std::vector<std::uint64_t> ReleaseFrames(const std::vector<recorder::Event>& events) {
+  std::vector<std::uint64_t> frames;
+  for (std::size_t i = 0; i < events.size(); ++i) {
+    if (events[i].kind != recorder::EventKind::kReleased) continue;
+    EXPECT_EQ(events[i].flags & recorder::kFlagSameFrame, 0) << "release " << frames.size();
+    const bool framed = i > 0 && events[i - 1].kind == recorder::EventKind::kFrame;
+    if (framed) {
+      EXPECT_EQ(events[i - 1].aux, events[i - 1].ts % 1000) << "the frame's line";
+    }
+    frames.push_back(framed ? events[i - 1].ts : 0);
+  }
+  return frames;
+}
+
+// A release at the same frame as the thread's last kFrame writes no kFrame
+// (one event fewer on the observed thread); the Collector writes it back, so
+// what comes out names every release exactly as if each had its own.
+TEST(HooksTest, ReleasesAtTheSameFrameWriteItOnceAndEachStillNamesIt) {
+  auto arena = InstallArena(4);
+  recorder::Collector collector(*arena);
+  FakeGil gil;
+  int tstate = 0;
+  ASSERT_EQ(TakeAndWatchWithFrames(gil, &tstate), 0);
+  const std::uint64_t before = recorder::internal::t_producer.head;
+  const std::vector<std::uint64_t> frames = {101, 101, 101, 202, 202, 0, 202, 101, 101};
+  for (const std::uint64_t f : frames) {
+    g_frame.store(f);
+    gil.Drop(&tstate);
+    gil.Take(&tstate);
+  }
+  const std::uint64_t written = recorder::internal::t_producer.head - before;
+  hooks::StopGil(0);
+  collector.Stop();
+  std::vector<recorder::ThreadLog> logs = collector.Take();
+  recorder::Install(nullptr);
+  // A release and an acquisition per cycle, and a kFrame only where the
+  // frame changed: 101, 202, 101 (the frameless release keeps 202 known).
+  EXPECT_EQ(written, 2 * frames.size() + 3);
+  ASSERT_EQ(logs.size(), 1u);
+  EXPECT_EQ(ReleaseFrames(logs[0].events), frames);
+}
+
+// A kFrame that found the ring full never reached the Collector: the next
+// release at that frame writes it again instead of saying "same frame".
+TEST(HooksTest, AFrameLostToAFullRingIsWrittenAgain) {
+  auto arena = InstallArena(4, 8);
+  recorder::Collector collector(*arena);  // drained by hand below
+  FakeGil gil;
+  int tstate = 0;
+  ASSERT_EQ(TakeAndWatchWithFrames(gil, &tstate), 0);  // 2 events: thread state, held at start
+  auto cycle = [&](std::uint64_t frame) {
+    g_frame.store(frame);
+    gil.Drop(&tstate);
+    gil.Take(&tstate);
+  };
+  cycle(101);  // frame, release, acquisition: 5 events
+  cycle(101);  // release, acquisition: 7
+  cycle(101);  // release: 8, the ring is full; its acquisition is dropped
+  cycle(202);  // frame 202, release, acquisition: all dropped
+  collector.DrainOnce();
+  cycle(202);  // the probe says "same frame", but 202 never reached the ring
+  cycle(202);
+  hooks::StopGil(0);
+  collector.Stop();
+  std::vector<recorder::ThreadLog> logs = collector.Take();
+  recorder::Install(nullptr);
+  ASSERT_EQ(logs.size(), 1u);
+  EXPECT_EQ(logs[0].dropped, 4u);
+  EXPECT_EQ(ReleaseFrames(logs[0].events), (std::vector<std::uint64_t>{101, 101, 101, 202, 202}));
 }
 }  // namespace
 }  // namespace gilscope

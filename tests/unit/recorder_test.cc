@@ -190,6 +190,74 @@ TEST_F(RecorderTest, CollectorKeepsMonotonicStampsAsTheyAre) {
   EXPECT_LE(logs[0].events[2].ts, MonotonicNs());
 }
 
+// A release flagged kFlagSameFrame left its kFrame out of the ring (the
+// thread's last kFrame names it): the Collector writes that kFrame back
+// before it, with the release's GIL, and clears the flag. What it remembers
+// lives in the slot, so a later Collector of the arena continues from it. A
+// thread that never wrote a kFrame gets none.
+TEST_F(RecorderTest, CollectorWritesBackTheFrameAReleaseLeftOut) {
+  ArenaConfig config;
+  config.slot_count = 4;
+  config.ring_capacity = 64;
+  auto arena = Arena::Create(config);
+  arena->header().clock = TscCalibration{};  // stamps are ns: handed out as written
+  Install(arena.get());
+  std::atomic<int> step{0};
+  std::thread producer([&] {
+    EXPECT_TRUE(RecordFrame(3, 0xC0DE, 7));
+    EXPECT_TRUE(LastFrameSent());
+    Record(EventKind::kReleased, 3, 0, 100);
+    Record(EventKind::kAcquired, 3, 0, 150);
+    Record(EventKind::kReleased, 5, kFlagSameFrame | kFlagForced, 200);
+    step.store(1);
+    while (step.load() != 2) {
+    }
+    Record(EventKind::kReleased, 3, kFlagSameFrame, 300);
+  });
+  while (step.load() != 1) {
+  }
+  std::vector<ThreadLog> first_logs;
+  {
+    Collector first(*arena);
+    first.Stop();
+    first_logs = first.Take();
+  }
+  Collector second(*arena);
+  step.store(2);
+  producer.join();
+  std::thread([] { Record(EventKind::kReleased, 0, kFlagSameFrame, 50); }).join();
+  second.Stop();
+  std::vector<ThreadLog> second_logs = second.Take();
+
+  ASSERT_EQ(first_logs.size(), 1u);
+  const std::vector<Event>& a = first_logs[0].events;
+  ASSERT_EQ(a.size(), 5u);
+  EXPECT_EQ(a[0].kind, EventKind::kFrame);
+  EXPECT_EQ(a[1].ts, 100u);
+  EXPECT_EQ(a[2].kind, EventKind::kAcquired);
+  EXPECT_EQ(a[3].kind, EventKind::kFrame);  // written back
+  EXPECT_EQ(a[3].ts, 0xC0DEu);
+  EXPECT_EQ(a[3].aux, 7u);
+  EXPECT_EQ(a[3].gil, 5);                   // the release's GIL
+  EXPECT_EQ(a[4].kind, EventKind::kReleased);
+  EXPECT_EQ(a[4].ts, 200u);
+  EXPECT_EQ(a[4].flags, kFlagForced);       // the ring-only flag is gone
+
+  ASSERT_EQ(second_logs.size(), 2u);
+  const std::vector<Event>& b = second_logs[0].events;
+  ASSERT_EQ(b.size(), 3u);  // the frame written back, the release, the thread's exit
+  EXPECT_EQ(b[0].kind, EventKind::kFrame);
+  EXPECT_EQ(b[0].ts, 0xC0DEu);
+  EXPECT_EQ(b[0].gil, 3);
+  EXPECT_EQ(b[1].ts, 300u);
+  EXPECT_EQ(b[1].flags, 0);
+  EXPECT_EQ(b[2].kind, EventKind::kThreadExit);
+  const std::vector<Event>& c = second_logs[1].events;
+  ASSERT_EQ(c.size(), 2u);  // no frame to write back: the release alone, then the exit
+  EXPECT_EQ(c[0].kind, EventKind::kReleased);
+  EXPECT_EQ(c[0].flags, 0);
+}
+
 TEST(Clock, TscConversionIsAMultiplyAndShiftFromTheBase) {
   TscCalibration c{};
   c.tsc_base = 1000;
