@@ -198,8 +198,15 @@ bool Open(int index, const GilAddresses& addr, const GilMeta& meta, std::uint64_
 }
 
 std::int32_t g_process_instance = -1;
+// The process this memory belongs to as far as the hooks know: set when it
+// starts recording, registers, or is forked (fork runs the atfork handler
+// below; vfork does not, so a vfork child running in its parent's memory
+// sees another pid here: see InOwnProcess()). relaxed: a plain tag, written
+// before any thread of the process could read it.
+std::atomic<std::int32_t> g_owner_pid{0};
 
 void AfterForkInChild() {
+  g_owner_pid.store(static_cast<std::int32_t>(getpid()), std::memory_order_relaxed);
   recorder::Arena* arena = recorder::Installed();
   if (arena == nullptr) return;
   // The child's copies of the GILs are new GILs: CPython recreates them
@@ -248,6 +255,7 @@ void SetFrameProbe(FrameProbe probe) { g_hot.frame_probe = probe; }
 int StartGil(const GilAddresses& gil, const GilMeta& meta, std::uintptr_t caller_tstate) {
   recorder::Arena* arena = recorder::Installed();
   if (arena == nullptr) return -1;
+  g_owner_pid.store(static_cast<std::int32_t>(getpid()), std::memory_order_relaxed);
   if (!g_fork_handler_installed.exchange(true)) pthread_atfork(nullptr, nullptr, &AfterForkInChild);
   const int index = arena->ReserveGil();
   if (index < 0) return -1;
@@ -291,6 +299,7 @@ void UnwatchAll() {
 
 void RegisterProcess(const char* role, std::int32_t instance) {
   g_process_instance = instance;
+  g_owner_pid.store(static_cast<std::int32_t>(getpid()), std::memory_order_relaxed);
   recorder::Arena* arena = recorder::Installed();
   if (arena == nullptr) return;
   // GILs this process already records belong to the instance too.
@@ -313,6 +322,11 @@ void MarkProcessExit(int status) {
     p->end_ns = recorder::NowNs();
     p->state.store(recorder::ProcessRecord::kExited, std::memory_order_release);
   }
+}
+
+bool InOwnProcess() {
+  const std::int32_t owner = g_owner_pid.load(std::memory_order_relaxed);
+  return owner != 0 && owner == static_cast<std::int32_t>(getpid());
 }
 
 unsigned long CpythonSwitchNumber(int gil) {

@@ -85,6 +85,12 @@ void UnwatchAll();
 void RegisterProcess(const char* role, std::int32_t instance);
 // Records this process's exit status (called on its way out).
 void MarkProcessExit(int status);
+// Whether the calling process is the one the hooks' memory belongs to: false
+// in a vfork child (which runs in its parent's memory until it execs or
+// exits: _posixsubprocess calls _exit(255) there when exec fails), and in a
+// process that never recorded. The _exit hook does its work only when true,
+// so a vfork child never closes its parent's GIL windows or thread slot.
+bool InOwnProcess();
 
 // CPython's own switch counter of a watched GIL.
 // PRECONDITION: the caller holds that GIL, so the counter cannot move.

@@ -142,10 +142,14 @@ __attribute__((visibility("default"))) int sem_wait(sem_t* sem) {
 // the GIL windows of this process are closed here. The caller holds the GIL
 // (os._exit does not release it), which StopAllGils needs.
 __attribute__((visibility("default"), noreturn)) void _exit(int status) {
-  if (const auto before = g_before_exit.load(std::memory_order_acquire)) before();
-  gilscope::recorder::RecordCurrentThreadCpu();
-  gilscope::hooks::StopAllGils();
-  gilscope::hooks::MarkProcessExit(status);
+  if (gilscope::hooks::InOwnProcess()) {
+    if (const auto before = g_before_exit.load(std::memory_order_acquire)) before();
+    gilscope::hooks::StopAllGils();
+    // The calling thread (a forked child's only one, usually) ends now, not
+    // when the run does.
+    gilscope::recorder::RecordThreadExit();
+    gilscope::hooks::MarkProcessExit(status);
+  }
   if (g_hot.real_exit == nullptr) ResolveRealFunctions();
   g_hot.real_exit(status);
   __builtin_unreachable();
@@ -154,7 +158,7 @@ __attribute__((visibility("default"), noreturn)) void _exit(int status) {
 // exit() as CPython calls it for SystemExit in `gilscope python` children
 // (Py_Exit): by then atexit closed the windows; only the status is left.
 __attribute__((visibility("default"), noreturn)) void exit(int status) {
-  gilscope::hooks::MarkProcessExit(status);
+  if (gilscope::hooks::InOwnProcess()) gilscope::hooks::MarkProcessExit(status);
   if (g_hot.real_libc_exit == nullptr) ResolveRealFunctions();
   g_hot.real_libc_exit(status);
   __builtin_unreachable();

@@ -20,6 +20,7 @@ thread_local char t_inherited_name[kThreadNameSize];
 }  // namespace internal
 
 void RecordCurrentThreadCpu() noexcept;
+void RecordThreadExit() noexcept;
 
 namespace {
 
@@ -32,11 +33,7 @@ std::atomic<bool> g_key_ready{false};
 void OnThreadExit(void* slot_ptr) {
   auto* slot = static_cast<SlotHeader*>(slot_ptr);
   if (slot == nullptr || internal::t_producer.slot != slot) return;
-  RecordCurrentThreadCpu();
-  Record(EventKind::kThreadExit, 0, 0, Stamp());
-  slot->state.store(SlotState::kExited, std::memory_order_release);
-  internal::t_producer = {};
-  internal::t_producer.no_slot = true;  // no more events from a dying thread
+  RecordThreadExit();
 }
 
 void AfterForkInChild() {
@@ -119,6 +116,16 @@ bool RecordSlow(const Event& event) noexcept {
 }
 
 }  // namespace internal
+
+void RecordThreadExit() noexcept {
+  SlotHeader* slot = internal::t_producer.slot;
+  if (slot == nullptr) return;
+  RecordCurrentThreadCpu();
+  Record(EventKind::kThreadExit, 0, 0, Stamp());
+  slot->state.store(SlotState::kExited, std::memory_order_release);
+  internal::t_producer = {};
+  internal::t_producer.no_slot = true;  // no more events from a dying thread
+}
 
 void RecordCurrentThreadCpu() noexcept {
   SlotHeader* slot = internal::t_producer.slot;

@@ -38,6 +38,13 @@ void SetCurrentThreadName(std::string_view name) noexcept;
 // their process (the main thread, a child leaving through _exit).
 void RecordCurrentThreadCpu() noexcept;
 
+// The calling thread ends here (if it has a slot): its CPU time and a
+// kThreadExit, then no more events. Done automatically when a thread exits;
+// a process that ends through _exit() runs no thread-exit destructors, so
+// the _exit hook calls it: the thread's last hold or released stretch then
+// ends when the process did, not when the run did.
+void RecordThreadExit() noexcept;
+
 namespace internal {
 
 // The calling thread's producer state: its ring and where it writes next.

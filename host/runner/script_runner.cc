@@ -132,6 +132,10 @@ void DrainInterpreterCode() {
 void WriteNamesFile() {
   recorder::Arena* arena = recorder::Installed();
   if (arena == nullptr || arena->path().empty()) return;
+  // The supervisor removes the arena's file once it has read the run's
+  // files: a process still running then (a forkserver, a stray child) would
+  // only leave its names behind in /dev/shm, unread.
+  if (access(arena->path().c_str(), F_OK) != 0) return;
   DrainInterpreterCode();
   g_names_written_by = getpid();
   nlohmann::json j;
@@ -261,7 +265,16 @@ void ReadDeadlock(const std::string& arena_path, report::RunTrace& meta) {
 }
 
 // The arena lives in shared memory under a name children can find.
-std::string ArenaPath() { return "/dev/shm/gilscope-" + std::to_string(getpid()) + ".arena"; }
+// The arena's file, and the prefix of the names/exceptions files the run's
+// processes leave beside it. Unique per run, not only per supervisor pid:
+// pids are reused (pid_max is 32768 here), and a process that outlives its
+// run's collection (a forkserver, a stray child) writes its names file after
+// the supervisor has read them; a later run whose supervisor got the same
+// pid would otherwise read those names as its own processes' (a forked
+// child's frames named by another run's code).
+std::string ArenaPath() {
+  return "/dev/shm/gilscope-" + std::to_string(getpid()) + "-" + std::to_string(recorder::MonotonicNs()) + ".arena";
+}
 
 // Releases N instances at once: each counts itself ready (without the GIL),
 // the controller waits for all, then opens the gate.
