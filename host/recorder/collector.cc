@@ -7,7 +7,7 @@
 
 namespace gilscope::recorder {
 
-Collector::Collector(Arena& arena) : arena_(arena), clock_(arena.header().clock) { scratch_.reserve(kChunkEvents); }
+Collector::Collector(Arena& arena) : arena_(arena), clock_(arena.header().clock) { scratch_.reserve(kChunkEvents + 1); }
 
 std::size_t Collector::DrainSlot(std::uint32_t slot, std::vector<Event>& out) {
   SlotHeader& s = arena_.slot(slot);
@@ -17,11 +17,16 @@ std::size_t Collector::DrainSlot(std::uint32_t slot, std::vector<Event>& out) {
   // relaxed: only the consumer writes tail (it is kept in the slot for the
   // next Collector, not for the producer).
   std::uint64_t tail = s.tail.load(std::memory_order_relaxed);
+  // At most one ring's worth per round: a producer writing as fast as this
+  // copies must not keep the drain on its ring while the others fill up.
+  const std::uint64_t stop = tail + mask + 1;
   std::size_t copied = 0;
-  for (;;) {
-    // Each ring event gives at most two (a kFrame written back before it).
+  while (tail != stop) {
+    // Whole chunks of kChunkEvents (one more when the last event gains its
+    // kFrame back: scratch_ has room for it), so the vector it goes to grows
+    // by powers of two as it did when chunks were ring slices.
     scratch_.clear();
-    while (scratch_.size() + 2 <= kChunkEvents) {
+    while (scratch_.size() < kChunkEvents && tail != stop) {
       CellWord* const cell = CellWords(&ring[tail & mask]);
       // acquire: pairs with the producer's release of the second word, so
       // the ts written before it is visible.

@@ -48,7 +48,7 @@ class Collector {
 
   // Where drained events go instead of memory: called on the drain thread
   // with each slot's new events in order, in pieces of at most
-  // kChunkEvents. Set before Start().
+  // kChunkEvents + 1. Set before Start().
   using Sink = std::function<void(std::uint32_t slot, const Event* events, std::size_t n)>;
   void SetSink(Sink sink) { sink_ = std::move(sink); }
 
@@ -63,8 +63,8 @@ class Collector {
   std::uint64_t dropped_no_slot() const;
 
  private:
-  // Events handed out at a time: the scratch buffer's size (a ring event
-  // may gain its kFrame back, so a chunk holds at least half as many).
+  // Events handed out at a time (one more when the last one gained its
+  // kFrame back).
   static constexpr std::size_t kChunkEvents = 4096;
 
   void Loop(std::chrono::microseconds period);
@@ -76,7 +76,7 @@ class Collector {
   Arena& arena_;
   const TscCalibration clock_;                // the arena's: how its stamps convert
   std::vector<std::vector<Event>> drained_;  // by slot index; touched only by the drainer
-  std::vector<Event> scratch_;               // up to kChunkEvents events handed out at once
+  std::vector<Event> scratch_;               // up to kChunkEvents + 1 events handed out at once
   Sink sink_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
