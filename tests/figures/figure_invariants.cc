@@ -255,8 +255,7 @@ std::vector<std::string> IndexFigureViolations(const ordered_json& index, const 
       }
       continue;
     }
-    std::ifstream in(suite_dir / s["report"].get<std::string>(), std::ios::binary);
-    const ordered_json report = ordered_json::parse(in, nullptr, /*allow_exceptions=*/false);
+    const ordered_json report = ReadOrderedJson(suite_dir / s["report"].get<std::string>());
     if (report.is_discarded()) {
       c.Fail(at, "its report " + s["report"].get<std::string>() + " is not readable JSON");
       continue;
@@ -307,6 +306,12 @@ std::vector<std::string> IndexFigureViolations(const ordered_json& index, const 
   }
   if (index.value("all_passed", false) != (failed == 0)) c.Fail(".all_passed", "disagrees with the outcomes");
   return c.Take();
+}
+
+ordered_json ReadOrderedJson(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return ordered_json(ordered_json::value_t::discarded);
+  return ordered_json::parse(in, nullptr, /*allow_exceptions=*/false);
 }
 
 std::string JoinViolations(const std::vector<std::string>& violations) {

@@ -35,4 +35,8 @@ std::vector<std::string> IndexFigureViolations(const nlohmann::ordered_json& ind
 // The violations as one message for a failed assertion.
 std::string JoinViolations(const std::vector<std::string>& violations);
 
+// A report.json or index.json as written (keys in file order); a discarded
+// value when the file is missing or not JSON.
+nlohmann::ordered_json ReadOrderedJson(const std::filesystem::path& path);
+
 }  // namespace gilscope::testing

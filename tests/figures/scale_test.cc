@@ -19,15 +19,11 @@ namespace fs = std::filesystem;
 using gilscope::testing::Gilscope;
 using gilscope::testing::JoinViolations;
 using gilscope::testing::OutDir;
+using gilscope::testing::ReadOrderedJson;
 using gilscope::testing::ReportFigureViolations;
 using gilscope::testing::Result;
 using gilscope::testing::Workload;
 using nlohmann::ordered_json;
-
-ordered_json ReadOrdered(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return ordered_json::parse(in);
-}
 
 // Each 1-byte os.read releases the GIL and takes it back: at least a release
 // and an acquisition (its request folded in when it did not wait), so at
@@ -39,7 +35,8 @@ TEST(ScaleTest, TwoMillionEventsAllRecordedWrittenAndCounted) {
   const Result run = Gilscope("run " + Workload("release_heavy.py") + " --out " + out.string() + " -- --calls " +
                               std::to_string(kCalls));
   ASSERT_EQ(run.status, 0) << run.output.substr(0, 4000);
-  const ordered_json report = ReadOrdered(out / "report.json");
+  const ordered_json report = ReadOrderedJson(out / "report.json");
+  ASSERT_TRUE(report.is_object()) << "no readable report.json";
   const std::uint64_t recorded = report["events"]["recorded"].get<std::uint64_t>();
   EXPECT_EQ(report["events"]["dropped"], 0) << report["events"].dump();
   EXPECT_EQ(report["events"]["unknown_gil"], 0) << report["events"].dump();
@@ -70,7 +67,8 @@ TEST(ScaleTest, TwoMillionEventsAllRecordedWrittenAndCounted) {
   fs::remove(out / "report.json");
   const Result again = Gilscope("report " + out.string());
   ASSERT_EQ(again.status, 0) << again.output.substr(0, 4000);
-  const ordered_json rerun = ReadOrdered(out / "report.json");
+  const ordered_json rerun = ReadOrderedJson(out / "report.json");
+  ASSERT_TRUE(rerun.is_object()) << "`gilscope report` wrote no readable report.json";
   EXPECT_EQ(rerun["events"]["recorded"].get<std::uint64_t>(), recorded);
   EXPECT_EQ(rerun["events"]["dropped"], 0);
   EXPECT_EQ(rerun["threads"], report["threads"]);

@@ -25,14 +25,10 @@ using gilscope::testing::Gilscope;
 using gilscope::testing::IndexFigureViolations;
 using gilscope::testing::JoinViolations;
 using gilscope::testing::OutDir;
+using gilscope::testing::ReadOrderedJson;
 using gilscope::testing::ReadText;
 using gilscope::testing::Result;
 using nlohmann::ordered_json;
-
-ordered_json ReadOrdered(const fs::path& p) {
-  std::ifstream in(p, std::ios::binary);
-  return ordered_json::parse(in);
-}
 
 std::set<std::string> GuideNames() {
   std::set<std::string> names;
@@ -60,7 +56,7 @@ ordered_json CheckSuite(const std::string& name, const std::string& args) {
   // 0: all passed, 1: some script missed its lesson; anything else is
   // gilscope failing.
   EXPECT_TRUE(r.status == 0 || r.status == 1) << r.output.substr(0, 4000);
-  const ordered_json index = ReadOrdered(out / "index.json");
+  const ordered_json index = ReadOrderedJson(out / "index.json");
 
   const std::vector<std::string> v = IndexFigureViolations(index, out);
   EXPECT_TRUE(v.empty()) << name << ":" << JoinViolations(v);
@@ -73,6 +69,7 @@ ordered_json CheckSuite(const std::string& name, const std::string& args) {
 
 TEST(SuiteFigures, EveryFigureOfTheGuideSuiteHolds) {
   const ordered_json index = CheckSuite("suite_main", "");
+  ASSERT_TRUE(index.contains("scripts")) << "no readable index.json";
   const std::set<std::string> guide = GuideNames();
   ASSERT_EQ(index["scripts"].size(), guide.size());
   int reports = 0;
@@ -92,6 +89,7 @@ TEST(SuiteFigures, EveryFigureOfTheGuideSuiteHolds) {
 
 TEST(SuiteFigures, ProcessesModeFiguresHold) {
   const ordered_json index = CheckSuite("suite_processes", "--only '0[56]_*' --mode processes --instances 2");
+  ASSERT_TRUE(index.contains("scripts")) << "no readable index.json";
   ASSERT_EQ(index["scripts"].size(), 2u);
   for (const ordered_json& s : index["scripts"]) {
     ASSERT_TRUE(s["report"].is_string()) << s.dump();
