@@ -811,22 +811,33 @@ class BlockDecoder {
   std::size_t ReadPacked(recorder::Event* out, std::size_t max) {
     std::size_t n = 0;
     while (n < max && left_ > 0) {
+      // Afterwards, unless the window holds the rest of the block, a whole
+      // event (at most kMaxPackedEventBytes) lies at begin_.
       if (end_ - begin_ < kMaxPackedEventBytes && next_ < stop_) Refill();
       const unsigned char* const base = window_.get();
       const unsigned char* p = base + begin_;
       const unsigned char* const end = base + end_;
-      // Unpack while a whole event surely lies in the window, or to the end
-      // when the window holds the rest of the block. UnpackEvent checks
-      // bounds itself; this only says when to refill.
-      const std::size_t sure = next_ < stop_ ? end_ - kMaxPackedEventBytes : end_;
       const std::size_t want = std::min(max - n, std::size_t{left_});
       std::size_t k = 0;
       UnpackFailure failure;
-      while (k < want && static_cast<std::size_t>(p - base) <= sure) {
-        const unsigned char* const next = UnpackEvent(state_, p, end, out[n + k], failure);
-        if (next == nullptr) Unpackable(failure, static_cast<std::size_t>(p - base), block_.count - left_ + k);
-        p = next;
-        ++k;
+      // Unchecked while a whole event surely lies ahead in the window...
+      if (end_ >= kMaxPackedEventBytes) {
+        const unsigned char* const last_sure = end - kMaxPackedEventBytes;
+        while (k < want && p <= last_sure) {
+          const unsigned char* const next = UnpackEvent<false>(state_, p, end, out[n + k], failure);
+          if (next == nullptr) Unpackable(failure, static_cast<std::size_t>(p - base), block_.count - left_ + k);
+          p = next;
+          ++k;
+        }
+      }
+      // ...checked byte by byte at the very end of the block.
+      if (next_ == stop_) {
+        while (k < want) {
+          const unsigned char* const next = UnpackEvent<true>(state_, p, end, out[n + k], failure);
+          if (next == nullptr) Unpackable(failure, static_cast<std::size_t>(p - base), block_.count - left_ + k);
+          p = next;
+          ++k;
+        }
       }
       begin_ = static_cast<std::size_t>(p - base);
       n += k;
@@ -869,8 +880,12 @@ class BlockDecoder {
         Fail("unknown event kind " + std::to_string(failure.value), at);
       case UnpackError::kBadTime:
         Fail("packed event tag " + HexByte(failure.value) + " has time mode 3", at);
-      case UnpackError::kTooLong:
-        Fail("a packed number longer than 64 bits", at);
+      case UnpackError::kTimeTooLong:
+        Fail("a packed time step longer than 64 bits", at);
+      case UnpackError::kFlagsTooLong:
+        Fail("packed flags longer than 3 bytes", at);
+      case UnpackError::kAuxTooLong:
+        Fail("a packed aux longer than 5 bytes", at);
       case UnpackError::kFlagsTooBig:
         Fail("packed flags " + std::to_string(failure.value) + " exceed 16 bits", at);
       case UnpackError::kAuxTooBig:

@@ -54,8 +54,9 @@
 //                                   mod 2^64), 3 invalid
 //                   then v (T = 1 or 2), then gil and flags (G), then aux
 //                   (A). A varint is unsigned LEB128: 7 bits a byte, low
-//                   first, the high bit set on every byte but the last, at
-//                   most 10 bytes. The reference r is the previous ts of the
+//                   first, the high bit set on every byte but the last; v
+//                   takes at most 10 bytes (and 64 bits), flags 3, aux 5,
+//                   so an event at most 20. The reference r is the previous ts of the
 //                   same class in the block: kFrame's (a code id), or
 //                   kThreadState's (an address), or for every other kind the
 //                   previous timed event's (nanoseconds). At the start of a
@@ -116,7 +117,8 @@
 // Size: a PACKED block costs 20 header bytes; the writer stages each
 // stream's packed events and writes them as one block per flush, at most
 // 1 MiB each. A release-heavy run (per read a kFrame, a kReleased and a
-// folded kAcquired) takes about 3 bytes per event.
+// folded kAcquired: 1 + 3 + 4 bytes) took 2.5 bytes per event (version 2:
+// 16.0); small runs more, their STREAM and RUN records being a larger part.
 //
 // Versions: 1 wrote raw EVENTS blocks of events without folded requests;
 // 2 added kAcquired with kFlagRequestFolded (a version-1 reader refuses
@@ -285,8 +287,10 @@ class RawFileSource final : public EventSource {
 // Packing costs the calling thread a few nanoseconds per event: call it from
 // the drain, never from a recorded thread.
 //
-// Memory: the 1 MiB buffer, staged packed events (1 MiB in all, with up to as
-// much again of slack in their buffers), and a ~200-byte entry per stream.
+// Memory: the 1 MiB buffer; the staged packed events, 1 MiB in all, in
+// per-stream buffers that each keep up to 64 KiB once their block has left
+// (larger ones only while all of them add up to at most 2 MiB); and a
+// ~200-byte entry per stream.
 //
 // Errors throw RawFileError naming the file and the OS error; after one the
 // writer is failed and every later call throws again. Misuse (writing after

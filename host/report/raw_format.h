@@ -8,6 +8,7 @@
 // the PackedState the caller owns.
 #pragma once
 
+#include <bit>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -76,26 +77,40 @@ inline constexpr unsigned kTagAux = 1u << 5;       // aux (varint) follows
 inline constexpr unsigned kTagTimeShift = 6;       // 2 bits: how ts follows from its reference
 inline constexpr unsigned kTimeSame = 0, kTimeAdd = 1, kTimeSubtract = 2;  // 3 is invalid
 
-struct PackedState {
-  // A ts is coded against the previous ts of its class: timed kinds share
-  // one reference (the stream's clock), kFrame has its own (code ids repeat),
-  // kThreadState its own (an address).
-  std::uint64_t time = 0;
-  std::uint64_t code = 0;
-  std::uint64_t tstate = 0;
-  // The previous gil/flags/aux of each kind, indexed by kind value.
-  struct Last {
-    std::uint8_t gil = 0;
-    std::uint16_t flags = 0;
-    std::uint32_t aux = 0;
-  };
-  Last last[16];
-
-  std::uint64_t& Reference(recorder::EventKind kind) {
-    if (kind == recorder::EventKind::kFrame) return code;
-    if (kind == recorder::EventKind::kThreadState) return tstate;
-    return time;
+// Which ts reference a kind's ts is coded against: timed kinds share one
+// (the stream's clock), kFrame has its own (code ids repeat), kThreadState
+// its own (an address). kNoClass: not a packable kind.
+inline constexpr unsigned kClockClass = 0, kCodeClass = 1, kTstateClass = 2, kNoClass = 3;
+struct KindClasses {
+  std::uint8_t of[16];
+};
+inline constexpr KindClasses kKindClass = [] {
+  KindClasses c{};
+  for (unsigned kind = 0; kind < 16; ++kind) {
+    c.of[kind] = static_cast<std::uint8_t>(
+        !IsPackableKind(kind)                                              ? kNoClass
+        : kind == static_cast<unsigned>(recorder::EventKind::kFrame)       ? kCodeClass
+        : kind == static_cast<unsigned>(recorder::EventKind::kThreadState) ? kTstateClass
+                                                                           : kClockClass);
   }
+  return c;
+}();
+
+static_assert(std::endian::native == std::endian::little, "events.raw is little-endian: add byte swapping");
+
+// An event's bytes 8-15 (kind, gil, flags, aux) as one little-endian u64,
+// which is how PackedState keeps the previous ones: a decoded event is then
+// two 8-byte stores.
+static_assert(offsetof(recorder::Event, kind) == 8 && offsetof(recorder::Event, gil) == 9 &&
+              offsetof(recorder::Event, flags) == 10 && offsetof(recorder::Event, aux) == 12);
+inline constexpr std::uint64_t kTailGilFlags = 0xFFFF'FF00ull;  // gil and flags in a tail
+inline constexpr std::uint64_t kTailAux = 0xFFFF'FFFF'0000'0000ull;
+
+struct PackedState {
+  std::uint64_t reference[3] = {};  // by kind class
+  // The previous tail of each kind, indexed by kind value: gil, flags and
+  // aux 0 before the first.
+  std::uint64_t tail[16] = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
 };
 
 inline unsigned char* PutVarint(unsigned char* p, std::uint64_t v) {
@@ -113,7 +128,7 @@ inline unsigned char* PackEvent(PackedState& s, const recorder::Event& e, unsign
   const unsigned kind = static_cast<unsigned>(e.kind);
   unsigned tag = kind;
   unsigned char* p = out + 1;
-  std::uint64_t& reference = s.Reference(e.kind);
+  std::uint64_t& reference = s.reference[kKindClass.of[kind]];
   // Any u64 is reachable from any other: the shorter way round, mod 2^64.
   const std::uint64_t up = e.ts - reference;
   if (up != 0) {
@@ -126,19 +141,19 @@ inline unsigned char* PackEvent(PackedState& s, const recorder::Event& e, unsign
     }
     reference = e.ts;
   }
-  PackedState::Last& last = s.last[kind];
-  if (e.gil != last.gil || e.flags != last.flags) {
+  std::uint64_t tail;
+  std::memcpy(&tail, reinterpret_cast<const unsigned char*>(&e) + 8, sizeof tail);
+  const std::uint64_t changed = tail ^ s.tail[kind];
+  if ((changed & kTailGilFlags) != 0) {
     tag |= kTagGilFlags;
     *p++ = e.gil;
     p = PutVarint(p, e.flags);
-    last.gil = e.gil;
-    last.flags = e.flags;
   }
-  if (e.aux != last.aux) {
+  if ((changed & kTailAux) != 0) {
     tag |= kTagAux;
     p = PutVarint(p, e.aux);
-    last.aux = e.aux;
   }
+  s.tail[kind] = tail;
   out[0] = static_cast<unsigned char>(tag);
   return p;
 }
@@ -148,8 +163,10 @@ enum class UnpackError : std::uint8_t {
   kTruncated,     // the bytes end inside the event
   kUnknownKind,   // value: the kind
   kBadTime,       // value: the tag
-  kTooLong,       // a varint runs past 64 bits
+  kTimeTooLong,   // v runs past 10 bytes or 64 bits
+  kFlagsTooLong,  // flags run past 3 bytes
   kFlagsTooBig,   // value: the flags
+  kAuxTooLong,    // aux runs past 5 bytes
   kAuxTooBig,     // value: the aux
 };
 
@@ -158,82 +175,110 @@ struct UnpackFailure {
   std::uint64_t value = 0;
 };
 
+// The longest varint of each field: what PutVarint writes for the largest
+// value. A longer one (even with high zero groups) is an error, so an event
+// never takes more than kMaxPackedEventBytes.
+inline constexpr unsigned kMaxTimeBytes = 10, kMaxFlagsBytes = 3, kMaxAuxBytes = 5;
+static_assert(1 + kMaxTimeBytes + 1 + kMaxFlagsBytes + kMaxAuxBytes == kMaxPackedEventBytes);
+
+// Reads a varint of at most kMaxBytes bytes at p. kChecked: p may be near
+// `end` (each byte is checked); otherwise kMaxBytes bytes surely follow p.
+template <bool kChecked, unsigned kMaxBytes>
 inline const unsigned char* GetVarint(const unsigned char* p, const unsigned char* end, std::uint64_t& v,
-                                      UnpackFailure& failure) {
-  std::uint64_t r = 0;
-  for (unsigned shift = 0;; shift += 7) {
-    if (p == end) {
+                                      UnpackFailure& failure, UnpackError too_long) {
+  if (kChecked && p == end) {
+    failure.error = UnpackError::kTruncated;
+    return nullptr;
+  }
+  unsigned b = *p++;
+  if (b < 0x80) {  // most numbers here (lines, waits) are one byte...
+    v = b;
+    return p;
+  }
+  std::uint64_t r = b & 0x7Fu;
+  if (!kChecked || p != end) {  // ...or two (time steps of 0.1-16 us)
+    const unsigned b2 = *p;
+    if (b2 < 0x80) {
+      v = r | std::uint64_t{b2} << 7;
+      return p + 1;
+    }
+  }
+  for (unsigned i = 1; i < kMaxBytes; ++i) {
+    if (kChecked && p == end) {
       failure.error = UnpackError::kTruncated;
       return nullptr;
     }
-    const unsigned b = *p++;
-    // The tenth byte holds bit 63 only: more is a number past 64 bits.
-    if (shift == 63 && b > 1) {
-      failure.error = UnpackError::kTooLong;
-      return nullptr;
-    }
-    r |= std::uint64_t{b & 0x7Fu} << shift;
+    b = *p++;
+    // A tenth byte holds bit 63 only: more is a number past 64 bits.
+    if (i == 9 && b > 1) break;
+    r |= std::uint64_t{b & 0x7Fu} << (7 * i);
     if (b < 0x80) {
       v = r;
       return p;
     }
   }
+  failure.error = too_long;
+  return nullptr;
 }
 
-// Reads one event from [p, end) into `e`; returns the byte after it, or
-// nullptr with `failure` saying why. Never reads at or past `end`.
+// Reads one event at p into `e`; returns the byte after it, or nullptr with
+// `failure` saying why. kChecked: never reads at or past `end`; otherwise
+// kMaxPackedEventBytes bytes surely follow p (and `end` is not looked at).
+template <bool kChecked>
 inline const unsigned char* UnpackEvent(PackedState& s, const unsigned char* p, const unsigned char* end,
                                         recorder::Event& e, UnpackFailure& failure) {
-  if (p == end) {
+  if (kChecked && p == end) {
     failure.error = UnpackError::kTruncated;
     return nullptr;
   }
   const unsigned tag = *p++;
   const unsigned kind = tag & kTagKindMask;
-  if (!IsPackableKind(kind)) {
+  const unsigned kind_class = kKindClass.of[kind];
+  if (kind_class == kNoClass) {
     failure = {UnpackError::kUnknownKind, kind};
     return nullptr;
   }
-  e.kind = static_cast<recorder::EventKind>(kind);
-  std::uint64_t& reference = s.Reference(e.kind);
+  std::uint64_t& reference = s.reference[kind_class];
   const unsigned time = tag >> kTagTimeShift;
   if (time != kTimeSame) {
-    if (time != kTimeAdd && time != kTimeSubtract) {
+    if (time == 3) {
       failure = {UnpackError::kBadTime, tag};
       return nullptr;
     }
     std::uint64_t v;
-    if ((p = GetVarint(p, end, v, failure)) == nullptr) return nullptr;
+    p = GetVarint<kChecked, kMaxTimeBytes>(p, end, v, failure, UnpackError::kTimeTooLong);
+    if (p == nullptr) return nullptr;
     reference = time == kTimeAdd ? reference + v : reference - v;
   }
-  e.ts = reference;
-  PackedState::Last& last = s.last[kind];
+  std::uint64_t& tail = s.tail[kind];
   if ((tag & kTagGilFlags) != 0) {
-    if (p == end) {
+    if (kChecked && p == end) {
       failure.error = UnpackError::kTruncated;
       return nullptr;
     }
-    last.gil = *p++;
+    const std::uint64_t gil = *p++;
     std::uint64_t flags;
-    if ((p = GetVarint(p, end, flags, failure)) == nullptr) return nullptr;
+    p = GetVarint<kChecked, kMaxFlagsBytes>(p, end, flags, failure, UnpackError::kFlagsTooLong);
+    if (p == nullptr) return nullptr;
     if (flags > 0xFFFF) {
       failure = {UnpackError::kFlagsTooBig, flags};
       return nullptr;
     }
-    last.flags = static_cast<std::uint16_t>(flags);
+    tail = (tail & ~kTailGilFlags) | gil << 8 | flags << 16;
   }
   if ((tag & kTagAux) != 0) {
     std::uint64_t aux;
-    if ((p = GetVarint(p, end, aux, failure)) == nullptr) return nullptr;
+    p = GetVarint<kChecked, kMaxAuxBytes>(p, end, aux, failure, UnpackError::kAuxTooLong);
+    if (p == nullptr) return nullptr;
     if (aux > 0xFFFF'FFFFu) {
       failure = {UnpackError::kAuxTooBig, aux};
       return nullptr;
     }
-    last.aux = static_cast<std::uint32_t>(aux);
+    tail = (tail & ~kTailAux) | aux << 32;
   }
-  e.gil = last.gil;
-  e.flags = last.flags;
-  e.aux = last.aux;
+  auto* const out = reinterpret_cast<unsigned char*>(&e);
+  std::memcpy(out, &reference, 8);
+  std::memcpy(out + 8, &tail, 8);
   return p;
 }
 

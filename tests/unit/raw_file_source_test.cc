@@ -292,7 +292,7 @@ TEST_F(RawFileSourceTest, ADamagedEventIsFoundByTheCursorThatReachesIt) {
   const unsigned char* p = data;
   raw::UnpackFailure failure;
   Event e;
-  for (int i = 0; i < 2; ++i) p = raw::UnpackEvent(state, p, p + 64, e, failure);
+  for (int i = 0; i < 2; ++i) p = raw::UnpackEvent<true>(state, p, p + 64, e, failure);
   const std::size_t third = block + 20 + static_cast<std::size_t>(p - data);
   bytes[third] = static_cast<char>((bytes[third] & 0xF0) | 12);
   std::uint32_t length, count, stream;

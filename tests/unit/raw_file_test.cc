@@ -691,13 +691,22 @@ TEST_F(RawFileTest, RejectsPackedEventsThatDoNotDecode) {
   EXPECT_EQ(error_for(2, ok + "\x0b"), "events.raw: unknown event kind 11" + in + second);
   EXPECT_EQ(error_for(2, ok + "\xc1\x01"), "events.raw: packed event tag 0xc1 has time mode 3" + in + second);
   EXPECT_EQ(error_for(2, ok + "\x41" + std::string(10, '\xff') + "\x01"),
-            "events.raw: a packed number longer than 64 bits" + in + second);
+            "events.raw: a packed time step longer than 64 bits" + in + second);
   EXPECT_EQ(error_for(2, ok + "\x41\xff\xff\xff\xff\xff\xff\xff\xff\xff\x02"),
-            "events.raw: a packed number longer than 64 bits" + in + second)
+            "events.raw: a packed time step longer than 64 bits" + in + second)
       << "the tenth byte may only hold bit 63";
   EXPECT_EQ(error_for(2, ok + std::string("\x11\x00\x80\x80\x04", 5)),
             "events.raw: packed flags 65536 exceed 16 bits" + in + second);
+  EXPECT_EQ(error_for(2, ok + std::string("\x11\x00\x81\x80\x80\x00", 6)),
+            "events.raw: packed flags longer than 3 bytes" + in + second)
+      << "1 in 4 bytes: still too long";
   EXPECT_EQ(error_for(2, ok + "\x21\x80\x80\x80\x80\x10"), "events.raw: packed aux 4294967296 exceeds 32 bits" + in + second);
+  EXPECT_EQ(error_for(2, ok + std::string("\x21\x80\x80\x80\x80\x80\x00", 7)),
+            "events.raw: a packed aux longer than 5 bytes" + in + second);
+  // A long bad event right before the block's end, and one with 20+ bytes
+  // after it: both decoders, checked and unchecked, see the same.
+  EXPECT_EQ(error_for(3, ok + std::string("\x11\x00\x81\x80\x80\x00", 6) + std::string(30, '\x01')),
+            "events.raw: packed flags longer than 3 bytes" + in + second);
   EXPECT_EQ(error_for(2, ok + "\x41\x80"),
             "events.raw: PACKED record at byte " + std::to_string(at) +
                 " (stream 1) ends inside its event 2 of 2, which starts at byte " + second);
