@@ -60,17 +60,6 @@ constexpr std::size_t kChunkEvents = 4096;
 
 std::string ErrnoText(int error) { return std::strerror(error); }
 
-const char* RecordName(std::uint32_t type) {
-  switch (static_cast<RawRecordType>(type)) {
-    case RawRecordType::kEvents: return "EVENTS";
-    case RawRecordType::kStream: return "STREAM";
-    case RawRecordType::kRun: return "RUN";
-    case RawRecordType::kEnd: return "END";
-    case RawRecordType::kPacked: return "PACKED";
-  }
-  return "unknown";
-}
-
 std::string Hex32(std::uint32_t v) {
   char text[16];
   std::snprintf(text, sizeof text, "0x%08x", v);

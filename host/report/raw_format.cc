@@ -4,7 +4,20 @@
 
 #include <limits>
 
+#include "report/raw_file.h"
+
 namespace gilscope::report::raw {
+
+const char* RecordName(std::uint32_t type) {
+  switch (static_cast<RawRecordType>(type)) {
+    case RawRecordType::kEvents: return "EVENTS";
+    case RawRecordType::kStream: return "STREAM";
+    case RawRecordType::kRun: return "RUN";
+    case RawRecordType::kEnd: return "END";
+    case RawRecordType::kPacked: return "PACKED";
+  }
+  return "unknown";
+}
 
 // zlib's crc32 rather than a hand-written CRC32C: Debian keeps it, and
 // zlib 1.2.13's braided loop ran at 1.4-1.6 GB/s on this 2-core machine

@@ -26,6 +26,9 @@ inline constexpr std::size_t kPackedHeaderSize = 12;
 // The longest packed event: tag, a 10-byte ts, gil, 3-byte flags, 5-byte aux.
 inline constexpr std::size_t kMaxPackedEventBytes = 1 + 10 + 1 + 3 + 5;
 
+// "EVENTS", "STREAM", "RUN", "END", "PACKED", or "unknown".
+const char* RecordName(std::uint32_t type);
+
 inline std::uint32_t LoadU32(const unsigned char* p) {
   std::uint32_t v;
   std::memcpy(&v, p, sizeof v);

@@ -45,17 +45,6 @@ constexpr std::size_t kStagingKeep = std::size_t{64} << 10;
 
 std::string ErrnoText(int error) { return std::strerror(error); }
 
-const char* RecordName(RawRecordType type) {
-  switch (type) {
-    case RawRecordType::kEvents: return "EVENTS";
-    case RawRecordType::kStream: return "STREAM";
-    case RawRecordType::kRun: return "RUN";
-    case RawRecordType::kEnd: return "END";
-    case RawRecordType::kPacked: return "PACKED";
-  }
-  return "unknown";
-}
-
 class Fd {
  public:
   explicit Fd(int fd) : fd_(fd) {}
@@ -297,10 +286,11 @@ void RawWriter::AppendEvents(std::uint32_t stream, const recorder::Event* events
   CheckWritable();
   if (n == 0) return;
   // Before anything is packed: a bad event must leave the writer as it was.
+  // raw::IsPackableKind by table lookup: this runs for every event drained.
   for (std::size_t i = 0; i < n; ++i) {
-    if (!raw::IsPackableKind(static_cast<unsigned>(events[i].kind))) {
-      throw std::logic_error("RawWriter: event " + std::to_string(i) + " has kind " +
-                             std::to_string(static_cast<unsigned>(events[i].kind)) +
+    const auto kind = static_cast<unsigned>(events[i].kind);
+    if (kind >= 16 || raw::kKindClass.of[kind] == raw::kNoClass) {
+      throw std::logic_error("RawWriter: event " + std::to_string(i) + " has kind " + std::to_string(kind) +
                              ", not a recorder::EventKind");
     }
   }
@@ -386,7 +376,7 @@ void RawWriter::Finish(const RunTrace& meta) {
 
 void RawWriter::AppendRecord(RawRecordType type, const std::string& payload) {
   if (payload.size() > std::numeric_limits<std::uint32_t>::max()) {
-    throw RawFileError(path_ + ": a " + RecordName(type) + " record of " +
+    throw RawFileError(path_ + ": a " + raw::RecordName(static_cast<std::uint32_t>(type)) + " record of " +
                        std::to_string(payload.size()) + " bytes exceeds the format's 4 GiB limit");
   }
   unsigned char head[kRawRecordHeaderSize];

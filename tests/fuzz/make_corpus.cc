@@ -20,84 +20,13 @@
 
 #include "report/raw_file.h"
 #include "report/raw_format.h"
+#include "raw_test_util.h"
 #include "report_test_traces.h"
 
 namespace {
 
 using namespace gilscope::report;           // NOLINT: a tool, not a library
 using namespace gilscope::report::testing;  // NOLINT
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
-
-void Spit(const std::string& path, const std::string& bytes) { std::ofstream(path, std::ios::binary) << bytes; }
-
-std::uint32_t U32At(const std::string& bytes, std::size_t at) {
-  std::uint32_t v;
-  std::memcpy(&v, bytes.data() + at, 4);
-  return v;
-}
-std::string U32Bytes(std::uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), 4); }
-std::string Record(RawRecordType type, const std::string& payload) {
-  return U32Bytes(static_cast<std::uint32_t>(type)) + U32Bytes(static_cast<std::uint32_t>(payload.size())) + payload;
-}
-
-struct RecordAt {
-  std::size_t offset;
-  std::uint32_t type;
-  std::uint32_t length;
-};
-
-std::vector<RecordAt> Records(const std::string& bytes) {
-  std::vector<RecordAt> records;
-  for (std::size_t pos = kRawHeaderSize; pos + kRawRecordHeaderSize <= bytes.size();) {
-    records.push_back({pos, U32At(bytes, pos), U32At(bytes, pos + 4)});
-    pos += kRawRecordHeaderSize + records.back().length;
-  }
-  return records;
-}
-
-RecordAt First(const std::string& bytes, RawRecordType type) {
-  for (const RecordAt& r : Records(bytes)) {
-    if (r.type == static_cast<std::uint32_t>(type)) return r;
-  }
-  std::fprintf(stderr, "make_raw_corpus: no record of type %u\n", static_cast<unsigned>(type));
-  std::exit(1);
-}
-
-// `trace` as a version 2 writer wrote it: the STREAM records, then one raw
-// EVENTS block per thread, RUN, END. The JSON is the same in every version.
-std::string Version2(const RunTrace& trace, const std::string& scratch) {
-  WriteRawFile(scratch, trace);
-  const std::string v3 = Slurp(scratch);
-  std::string bytes = v3.substr(0, kRawHeaderSize);
-  bytes[8] = 2;
-  std::string run;
-  for (const RecordAt& r : Records(v3)) {
-    const std::string record = v3.substr(r.offset, kRawRecordHeaderSize + r.length);
-    if (r.type == static_cast<std::uint32_t>(RawRecordType::kStream)) bytes += record;
-    if (r.type == static_cast<std::uint32_t>(RawRecordType::kRun)) run = record;
-  }
-  for (std::size_t i = 0; i < trace.threads.size(); ++i) {
-    const auto& events = trace.threads[i].events;
-    bytes += Record(RawRecordType::kEvents,
-                    U32Bytes(static_cast<std::uint32_t>(i)) + U32Bytes(static_cast<std::uint32_t>(events.size())) +
-                        std::string(reinterpret_cast<const char*>(events.data()), events.size() * 16));
-  }
-  return bytes + run + Record(RawRecordType::kEnd, "");
-}
-
-// Recomputes the checksum of the PACKED record at `at` after an edit.
-void FixChecksum(std::string& bytes, std::size_t at) {
-  const auto* data = reinterpret_cast<const unsigned char*>(bytes.data() + at + 20);
-  const std::uint32_t crc =
-      raw::BlockCrcAdd(raw::BlockCrcStart(U32At(bytes, at + 8), U32At(bytes, at + 12)), data, U32At(bytes, at + 4) - 12);
-  std::memcpy(bytes.data() + at + 16, &crc, 4);
-}
 
 }  // namespace
 
@@ -111,7 +40,7 @@ int main(int argc, char** argv) {
 
   // Two threads on one GIL.
   WriteRawFile(dir + "/small.seed", SmallRun());
-  Spit(dir + "/v2_small.seed", Version2(SmallRun(), scratch));
+  Spit(dir + "/v2_small.seed", OldFile(SmallRun(), 2, scratch));
 
   // Hex-encoded strings, two GILs, a code table, markers, frame and mark
   // events, edge values for the packing (a time going back, gil 255, every
@@ -128,7 +57,7 @@ int main(int argc, char** argv) {
   rich.threads[1].events.push_back(Event{~0ull, EventKind::kAcquired, 1, gilscope::recorder::kFlagRequestFolded, 1234});
   rich.threads[0].cpu_s = 0.25;
   WriteRawFile(dir + "/rich.seed", rich);
-  Spit(dir + "/v2_rich.seed", Version2(rich, scratch));
+  Spit(dir + "/v2_rich.seed", OldFile(rich, 2, scratch));
 
   // No threads at all.
   WriteRawFile(dir + "/empty_run.seed", EmptyRun(10));
@@ -152,8 +81,8 @@ int main(int argc, char** argv) {
 
   // A version 2 file a crash cut short, resumed: EVENTS then PACKED blocks.
   {
-    std::string old = Version2(SmallRun(), scratch);
-    old.resize(First(old, RawRecordType::kRun).offset);
+    std::string old = OldFile(SmallRun(), 2, scratch);
+    old.resize(First(old, RawRecordType::kRun).offset);  // crashed before RUN
     Spit(dir + "/resumed.seed", old);
     RawWriter writer = RawWriter::Resume(dir + "/resumed.seed");
     const std::vector<Event> more = {Released(90, false), Acquired(91)};

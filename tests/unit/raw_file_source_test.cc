@@ -26,7 +26,9 @@
 
 #include "report/raw_file.h"
 #include "report/raw_format.h"
+#include "raw_test_util.h"
 #include "report_test_traces.h"
+#include "temp_dir_test.h"
 
 // ------------------------------------------------------------ allocation counting
 
@@ -93,26 +95,7 @@ namespace {
 
 using namespace gilscope::report::testing;  // NOLINT: test vocabulary
 
-class RawFileSourceTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern = ::testing::TempDir() + "gilscope_raw_source_XXXXXX";
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
-
-  std::string dir_;
-};
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+class RawFileSourceTest : public TempDirTest {};
 
 bool SameEvents(const std::vector<Event>& a, const std::vector<Event>& b) {
   return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size() * sizeof(Event)) == 0);

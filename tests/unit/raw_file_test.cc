@@ -26,7 +26,9 @@
 #include "report/raw_file.h"
 #include "report/raw_format.h"
 #include "report/text_writer.h"
+#include "raw_test_util.h"
 #include "report_test_traces.h"
+#include "temp_dir_test.h"
 
 namespace gilscope::report {
 namespace {
@@ -37,26 +39,7 @@ using ::testing::EndsWith;
 using ::testing::HasSubstr;
 using ::testing::StartsWith;
 
-class RawFileTest : public ::testing::Test {
- protected:
-  void SetUp() override {
-    std::string pattern = ::testing::TempDir() + "gilscope_raw_XXXXXX";
-    ASSERT_NE(mkdtemp(pattern.data()), nullptr);
-    dir_ = pattern;
-  }
-  void TearDown() override { std::filesystem::remove_all(dir_); }
-
-  std::string Path(const std::string& name) const { return dir_ + "/" + name; }
-
-  std::string dir_;
-};
-
-std::string Slurp(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream s;
-  s << in.rdbuf();
-  return s.str();
-}
+class RawFileTest : public TempDirTest {};
 
 // The message ReadRawBytes throws for `bytes`, or "" when it reads fine.
 std::string ErrorFor(const std::string& bytes, ReadOptions options = {}) {
@@ -66,115 +49,6 @@ std::string ErrorFor(const std::string& bytes, ReadOptions options = {}) {
     return e.what();
   }
   return "";
-}
-
-std::uint32_t U32At(const std::string& bytes, std::size_t offset) {
-  std::uint32_t v;
-  std::memcpy(&v, bytes.data() + offset, sizeof v);
-  return v;
-}
-void PutU32(std::string& bytes, std::size_t offset, std::uint32_t v) { std::memcpy(bytes.data() + offset, &v, sizeof v); }
-
-std::string U32Bytes(std::uint32_t v) { return std::string(reinterpret_cast<const char*>(&v), sizeof v); }
-
-std::string Record(std::uint32_t type, const std::string& payload) {
-  return U32Bytes(type) + U32Bytes(static_cast<std::uint32_t>(payload.size())) + payload;
-}
-
-struct RecordAt {
-  std::size_t offset;
-  std::uint32_t type;
-  std::uint32_t length;
-};
-
-constexpr auto kPacked = static_cast<std::uint32_t>(RawRecordType::kPacked);
-constexpr auto kEvents = static_cast<std::uint32_t>(RawRecordType::kEvents);
-
-// A PACKED record with a correct checksum around `events` (packed bytes,
-// valid or not).
-std::string PackedRecord(std::uint32_t stream, std::uint32_t count, const std::string& events) {
-  const auto* data = reinterpret_cast<const unsigned char*>(events.data());
-  const std::uint32_t crc = raw::BlockCrcAdd(raw::BlockCrcStart(stream, count), data, events.size());
-  return Record(kPacked, U32Bytes(stream) + U32Bytes(count) + U32Bytes(crc) + events);
-}
-
-// Packs `events` as one block does.
-std::string Pack(const std::vector<Event>& events) {
-  raw::PackedState state;
-  std::string out;
-  unsigned char buffer[raw::kMaxPackedEventBytes];
-  for (const Event& e : events) {
-    const unsigned char* end = raw::PackEvent(state, e, buffer);
-    out.append(reinterpret_cast<const char*>(buffer), static_cast<std::size_t>(end - buffer));
-  }
-  return out;
-}
-
-// A raw EVENTS record (versions 1 and 2).
-std::string EventsRecord(std::uint32_t stream, const std::vector<Event>& events) {
-  return Record(kEvents, U32Bytes(stream) + U32Bytes(static_cast<std::uint32_t>(events.size())) +
-                             std::string(reinterpret_cast<const char*>(events.data()), events.size() * sizeof(Event)));
-}
-
-// The file header of `version`.
-std::string Header(std::uint16_t version) {
-  std::string h(reinterpret_cast<const char*>(raw::kMagic), sizeof raw::kMagic);
-  h.append(reinterpret_cast<const char*>(&version), 2);
-  const std::uint16_t event_size = 16;
-  h.append(reinterpret_cast<const char*>(&event_size), 2);
-  return h + U32Bytes(0);
-}
-
-// The records of a well-formed file, by walking the length fields.
-std::vector<RecordAt> Records(const std::string& bytes) {
-  std::vector<RecordAt> records;
-  for (std::size_t pos = kRawHeaderSize; pos + kRawRecordHeaderSize <= bytes.size();) {
-    records.push_back({pos, U32At(bytes, pos), U32At(bytes, pos + 4)});
-    pos += kRawRecordHeaderSize + records.back().length;
-  }
-  return records;
-}
-
-RecordAt First(const std::string& bytes, RawRecordType type) {
-  for (const RecordAt& r : Records(bytes)) {
-    if (r.type == static_cast<std::uint32_t>(type)) return r;
-  }
-  ADD_FAILURE() << "no record of type " << static_cast<int>(type);
-  return {};
-}
-
-// The payloads of a file's records of `type`, in order.
-std::vector<std::string> Payloads(const std::string& bytes, RawRecordType type) {
-  std::vector<std::string> payloads;
-  for (const RecordAt& r : Records(bytes)) {
-    if (r.type == static_cast<std::uint32_t>(type)) payloads.push_back(bytes.substr(r.offset + 8, r.length));
-  }
-  return payloads;
-}
-
-// `trace` as a version 1 or 2 writer wrote it: STREAM then raw EVENTS for
-// each thread (stream id = index), RUN, END. The JSON is today's writer's,
-// which versions 1-3 share.
-std::string OldFile(const RunTrace& trace, std::uint16_t version, const std::string& scratch) {
-  WriteRawFile(scratch, trace);
-  const std::string v3 = Slurp(scratch);
-  const std::vector<std::string> streams = Payloads(v3, RawRecordType::kStream);
-  std::string bytes = Header(version);
-  for (std::size_t i = 0; i < trace.threads.size(); ++i) {
-    bytes += Record(static_cast<std::uint32_t>(RawRecordType::kStream), streams.at(i));
-    bytes += EventsRecord(static_cast<std::uint32_t>(i), trace.threads[i].events);
-  }
-  bytes += Record(static_cast<std::uint32_t>(RawRecordType::kRun), Payloads(v3, RawRecordType::kRun).at(0));
-  return bytes + Record(static_cast<std::uint32_t>(RawRecordType::kEnd), "");
-}
-
-// Recomputes the checksum of the PACKED record at `offset` (after a test
-// changed its stream, count or events on purpose).
-void FixChecksum(std::string& bytes, std::size_t offset) {
-  const std::uint32_t length = U32At(bytes, offset + 4);
-  const auto* data = reinterpret_cast<const unsigned char*>(bytes.data() + offset + 20);
-  PutU32(bytes, offset + 16,
-         raw::BlockCrcAdd(raw::BlockCrcStart(U32At(bytes, offset + 8), U32At(bytes, offset + 12)), data, length - 12));
 }
 
 // A run with everything the format carries, including strings JSON cannot
