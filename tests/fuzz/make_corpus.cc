@@ -43,8 +43,8 @@ int main(int argc, char** argv) {
   Spit(dir + "/v2_small.seed", OldFile(SmallRun(), 2, scratch));
 
   // Hex-encoded strings, two GILs, a code table, markers, frame and mark
-  // events, edge values for the packing (a time going back, gil 255, every
-  // flag, aux max).
+  // events. (tests/figures reads small, rich, empty_run, crashed and torn
+  // as runs whose figures must make sense: edge values go elsewhere.)
   RunTrace rich = SmallRun();
   rich.threads[1].name = "worker\xe2\x28\xa1";
   rich.info.args = {"a\nb", "\xff"};
@@ -53,11 +53,17 @@ int main(int argc, char** argv) {
   rich.marker_names = {"phase"};
   rich.threads[1].events.push_back(Event{0x7f0012345678ull, EventKind::kFrame, 1, 0, 7});
   rich.threads[1].events.push_back(Event{At(90), EventKind::kMark, 1, 0, 0});
-  rich.threads[1].events.push_back(Event{At(89), EventKind::kRegionBegin, 255, 0xFFFF, 0xFFFFFFFFu});
-  rich.threads[1].events.push_back(Event{~0ull, EventKind::kAcquired, 1, gilscope::recorder::kFlagRequestFolded, 1234});
   rich.threads[0].cpu_s = 0.25;
   WriteRawFile(dir + "/rich.seed", rich);
   Spit(dir + "/v2_rich.seed", OldFile(rich, 2, scratch));
+
+  // Edge values for the packing: a time going back, then to 2^64 - 1;
+  // gil 255, every flag, aux max.
+  RunTrace edges = SmallRun();
+  edges.threads[1].events.push_back(Event{At(89), EventKind::kRegionBegin, 255, 0xFFFF, 0xFFFFFFFFu});
+  edges.threads[1].events.push_back(
+      Event{~0ull, EventKind::kAcquired, 1, gilscope::recorder::kFlagRequestFolded, 1234});
+  WriteRawFile(dir + "/edges.seed", edges);
 
   // No threads at all.
   WriteRawFile(dir + "/empty_run.seed", EmptyRun(10));
