@@ -17,7 +17,7 @@ build_dir="${GILSCOPE_BUILD_DIR:-build}"
 jobs="$(nproc 2>/dev/null || echo 2)"
 
 packages=(cmake g++ make python3-dev libgtest-dev libgmock-dev libspdlog-dev libcli11-dev
-          nlohmann-json3-dev libbenchmark-dev)
+          nlohmann-json3-dev libbenchmark-dev zlib1g-dev)
 
 install_missing_packages() {
   local missing=()
