@@ -71,6 +71,13 @@ double ApplySwitchInterval(std::optional<double> seconds) {
   return PyFloat_AsDouble(v.get());
 }
 
+// sys.executable = path (when not empty). PRECONDITION: the GIL is held.
+void SetSysExecutable(const std::string& path) {
+  if (path.empty()) return;
+  python::PyRef exe = python::PyRef::Steal(PyUnicode_DecodeFSDefault(path.c_str()));
+  if (!exe || PySys_SetObject("executable", exe.get()) != 0) python::ThrowIfError("sys.executable");
+}
+
 // The current interpreter's GIL. PRECONDITION: its GIL is held.
 hooks::GilAddresses AddressesOfCurrentInterpreter() {
   gilscope_gil_addresses a{};
@@ -325,6 +332,10 @@ void RunSubinterpreterInstances(const RunOptions& options, bool own_gil, std::ve
       std::unique_ptr<python::SubInterpreter> sub;
       try {
         sub = std::make_unique<python::SubInterpreter>(own_gil);
+        // A subinterpreter starts from the main one's configuration, in a
+        // venv the venv's python as sys.executable (its site found the venv
+        // through it): its children must be gilscope-python too.
+        if (!options.python_env.empty()) SetSysExecutable(options.child_executable);
         python::InstallPythonHelpers();
         const double interval = ApplySwitchInterval(options.switch_interval_s);
         if (i == 0) switch_interval = interval;

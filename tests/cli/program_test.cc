@@ -354,6 +354,7 @@ constexpr const char* kVenvShow =
     "    print('VENV ' + json.dumps({'prefix': sys.prefix, 'base_prefix': sys.base_prefix,\n"
     "                                'exec_prefix': sys.exec_prefix, 'path': sys.path,\n"
     "                                'pkg': venvpkg.WHERE, 'modules': sorted(sys.modules)}))\n"
+    "    print('EXE ' + json.dumps(sys.executable))\n"
     "    if sys.argv[1:] == ['spawn']:\n"
     "        with mp.get_context('spawn').Pool(1) as pool:\n"
     "            print('SPAWNED ' + json.dumps(pool.apply(child)))\n";
@@ -381,7 +382,19 @@ TEST(ProgramTest, VirtualEnvironmentIsSeenExactlyAsByItsOwnPython) {
     EXPECT_EQ(Tagged(r.output, "VENV"), want) << how;
     // A spawned child (gilscope-python) is in the same environment.
     EXPECT_EQ(Tagged(r.output, "SPAWNED"), want_child) << how;
+    EXPECT_EQ(Tagged(r.output, "EXE"), kGilscope + "-python") << how;
   }
+  // Subinterpreters start from the main interpreter's configuration: in the
+  // venv too, with gilscope-python as sys.executable.
+  const Result sub = Shell(kGilscope + " run --python-env " + venv.string() +
+                           " --mode shared-subinterpreters --instances 2 " + s.string() + " --out " +
+                           (dir / "d").string());
+  ASSERT_EQ(sub.status, 0) << sub.output;
+  const json got = Tagged(sub.output, "VENV");
+  EXPECT_EQ(got["prefix"], want["prefix"]);
+  EXPECT_EQ(got["path"], want["path"]);
+  EXPECT_EQ(got["pkg"], want["pkg"]);
+  EXPECT_EQ(Tagged(sub.output, "EXE"), kGilscope + "-python");
 }
 
 TEST(ProgramTest, VirtualEnvironmentOfAnotherVersionIsAUsageError) {
