@@ -378,10 +378,21 @@ int AuditHook(const char* event, PyObject*, void*) {
 #else
 // 3.11 audits no thread start: `_thread.start_new_thread` (which threading
 // binds as `_start_new_thread` when imported) is replaced by a built-in
-// function of the same name that hooks threading, then calls the original.
-PyObject* StartNewThread(PyObject* original, PyObject* args, PyObject* kwargs) {
+// function of the same name, bound like the original to the `_thread` module
+// (so it reads `<built-in function start_new_thread>`), that hooks threading
+// and then calls the original, kept in the interpreter's state dict.
+constexpr const char* kStartNewThreadKey = "gilscope.start_new_thread";
+
+PyObject* StartNewThread(PyObject*, PyObject* args, PyObject* kwargs) {
   EnsureThreadHooks();
-  return PyObject_Call(original, args, kwargs);
+  PyObject* state = InterpreterDict();
+  PyObject* original = state != nullptr ? PyDict_GetItemString(state, kStartNewThreadKey) : nullptr;  // borrowed
+  if (original == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "_thread.start_new_thread is gone");
+    return nullptr;
+  }
+  PyRef keep = PyRef::Borrow(original);
+  return PyObject_Call(keep.get(), args, kwargs);
 }
 PyMethodDef g_start_new_thread_def = {"start_new_thread", reinterpret_cast<PyCFunction>(
                                                               reinterpret_cast<void (*)()>(&StartNewThread)),
@@ -391,15 +402,14 @@ void WrapStartNewThread() {
   PyRef thread = PyRef::Steal(PyImport_ImportModule("_thread"));  // loaded at every start-up
   PyRef original = thread ? PyRef::Steal(PyObject_GetAttrString(thread.get(), "start_new_thread")) : PyRef();
   if (!original || !PyCFunction_Check(original.get())) ThrowIfError("_thread.start_new_thread");
-  if (PyCFunction_GetFunction(original.get()) == reinterpret_cast<PyCFunction>(
-                                                     reinterpret_cast<void (*)()>(&StartNewThread))) {
-    return;
-  }
+  if (PyCFunction_GetFunction(original.get()) == g_start_new_thread_def.ml_meth) return;
   // The same docstring as the original (static text in CPython).
   g_start_new_thread_def.ml_doc = reinterpret_cast<PyCFunctionObject*>(original.get())->m_ml->ml_doc;
+  PyObject* state = InterpreterDict();
   PyRef module_name = PyRef::Steal(PyUnicode_FromString("_thread"));
-  PyRef wrapper = PyRef::Steal(PyCFunction_NewEx(&g_start_new_thread_def, original.get(), module_name.get()));
-  if (!wrapper || PyObject_SetAttrString(thread.get(), "start_new_thread", wrapper.get()) != 0) {
+  PyRef wrapper = PyRef::Steal(PyCFunction_NewEx(&g_start_new_thread_def, thread.get(), module_name.get()));
+  if (state == nullptr || !wrapper || PyDict_SetItemString(state, kStartNewThreadKey, original.get()) != 0 ||
+      PyObject_SetAttrString(thread.get(), "start_new_thread", wrapper.get()) != 0) {
     ThrowIfError("wrapping _thread.start_new_thread");
   }
 }

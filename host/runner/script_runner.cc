@@ -878,6 +878,15 @@ report::RunTrace RunScript(const RunOptions& options) {
     raw.SetStream(identity, log.slot);
   }
   CollectInto(arena, std::move(logs), collector.dropped_no_slot(), meta);
+  // A run of more than kMaxGils interpreters (a test suite starting
+  // hundreds of processes) records the first ones only; say so, as the
+  // spawned children themselves stay silent.
+  // relaxed: a counter read once, ordering nothing else.
+  if (const std::uint64_t lost = arena.header().gils_lost.load(std::memory_order_relaxed); lost > 0) {
+    spdlog::warn("{} GIL(s) of this run were not recorded: its GIL table holds {}; their threads' GIL events "
+                 "are missing from the report",
+                 lost, recorder::kMaxGils);
+  }
   // A process that never recorded its end but is gone was killed by a
   // signal (a pool's terminate() sends SIGTERM) and reaped by its parent in
   // the script, so its status is unknown: "ended", exit status -1.

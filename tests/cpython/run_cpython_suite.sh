@@ -18,8 +18,10 @@ rm -rf "$out" && mkdir -p "$out"
 version="$("$gilscope" python -c 'import sys; print("%d.%d.%d" % sys.version_info[:3])')"
 minor="${version%.*}"
 if ! "$gilscope" python -c "import test.libregrtest, test.$suite" 2>/dev/null; then
+  # (pyenv's 3.12.0 and 3.12.1 install the test package without
+  # test_concurrent_futures; Debian ships the test package apart.)
   echo "SKIP: CPython $version's standard library has no test.$suite" \
-       "(on Debian: apt-get install libpython$minor-testsuite)"
+       "(Debian's CPython: apt-get install libpython$minor-testsuite)"
   exit 77
 fi
 
