@@ -447,14 +447,6 @@ std::string ArgvZero(const Program& program) {
   return program.text;
 }
 
-int Interpreter::RunMainScript(const std::string& path) { return RunScript(path, false); }
-
-int Interpreter::RunScriptInFreshNamespace(const std::string& path) { return RunScript(path, true); }
-
-int RunScript(const std::string& path, bool fresh_namespace) {
-  return RunProgram(Program{Program::Kind::kScript, path}, fresh_namespace);
-}
-
 int RunProgram(const Program& program, bool fresh_namespace) {
   InsertSysPathZero(program);
   switch (program.kind) {

@@ -46,8 +46,6 @@ std::string ArgvZero(const Program& program);
 // and 2. Does not finalise.
 // PRECONDITION: the calling thread holds the current interpreter's GIL.
 int RunProgram(const Program& program, bool fresh_namespace);
-// RunProgram of a script.
-int RunScript(const std::string& path, bool fresh_namespace);
 
 // The python of the virtual environment in `dir` (bin/python3.X, python3 or
 // python), checked to be one of this CPython's minor version. Throws
@@ -96,14 +94,6 @@ class Interpreter {
   ~Interpreter();
   Interpreter(const Interpreter&) = delete;
   Interpreter& operator=(const Interpreter&) = delete;
-
-  // Runs `path` as __main__ the way `python path` does (RunScript).
-  // PRECONDITION: the calling thread holds the GIL.
-  int RunMainScript(const std::string& path);
-
-  // The same in a fresh namespace standing for __main__ (its __name__ is
-  // "__main__"): how the host runs several instances in one interpreter.
-  static int RunScriptInFreshNamespace(const std::string& path);
 
   // With parse_argv: the program python's command line names when
   // RunProgram can run it as python would: a script file, -m or -c, without
