@@ -353,6 +353,8 @@ unsigned long CpythonSwitchNumber(int gil) {
   // glibc's lock word (pthread_mutex_t's public layout): 0 when free. A
   // plain look, no read-modify-write and no extra call (a trylock would
   // touch glibc's code and tables that nothing else in the cycle does).
+  // relaxed: only a guess of whether the lock will block; the lock itself
+  // orders everything after it.
   if (__atomic_load_n(&mutex->__data.__lock, __ATOMIC_RELAXED) != 0) [[unlikely]] {
     // Busy: the thread may block on the mutex for a while; its wait starts now.
     t_hook.request_stamp = Stamp();
@@ -360,9 +362,9 @@ unsigned long CpythonSwitchNumber(int gil) {
   }
   const int rc = lock(mutex);
   // With the mutex held, gil->locked cannot change: take_gil and drop_gil
-  // write it only under this mutex. Free means take_gil takes it next
-  // without waiting: granted at once. Held: the thread will wait on the
-  // GIL's cond, from now.
+  // write it only under this mutex (relaxed: the mutex orders it). Free
+  // means take_gil takes it next without waiting: granted at once. Held:
+  // the thread will wait on the GIL's cond, from now.
   t_hook.request_stamp =
       __atomic_load_n(Gil(gil).addr.locked, __ATOMIC_RELAXED) == 0 ? kTakenFree : Stamp();
   return rc;
