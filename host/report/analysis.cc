@@ -24,6 +24,7 @@
 
 #include "report/analysis.h"
 #include "report/huge_pages.h"
+#include "report/phase_reference.h"
 
 #include <algorithm>
 #include <array>
@@ -931,7 +932,7 @@ const char* GilStateName(GilState state) {
   return "unknown";
 }
 
-Analysis Analyze(const RunTrace& trace) {
+Analysis AnalyzeWithoutPhases(const RunTrace& trace) {
   Analysis analysis;
   analysis.start_ns = trace.start_ns;
   analysis.end_ns = std::max(trace.end_ns, trace.start_ns);
@@ -1019,6 +1020,20 @@ Analysis Analyze(const RunTrace& trace) {
     if (a.thread != b.thread) return a.thread < b.thread;
     return a.depth < b.depth;
   });
+  return analysis;
+}
+
+Analysis Analyze(const RunTrace& trace) {
+  Analysis analysis = AnalyzeWithoutPhases(trace);
+  // The reference way (phase_reference.h): from the timeline kept above,
+  // and one more pass over the events per phase when there are several.
+  analysis.activity = ActivityFromTimeline(analysis, ActivitySeries::kDefaultBuckets);
+  const std::vector<PhaseSpan> spans = FindPhases(analysis.activity, analysis.markers);
+  if (spans.size() == 1) {
+    analysis.phases = {WholeRunPhase(analysis, spans.front())};
+  } else {
+    analysis.phases = PhaseFiguresByClipping(trace, spans);
+  }
   return analysis;
 }
 

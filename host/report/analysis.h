@@ -316,7 +316,13 @@ struct Analysis {
   std::vector<Phase> phases;
 };
 
+// The figures of `trace`, its activity series and its phases (each with its
+// own figures: phase_reference.h).
 Analysis Analyze(const RunTrace& trace);
+
+// Analyze() without the phase pass: Analysis::activity and Analysis::phases
+// stay empty. What each phase's figures are computed with.
+Analysis AnalyzeWithoutPhases(const RunTrace& trace);
 
 // Timeline events a complete trace.json holds: every waiting and holding
 // interval, GIL holder slice and waiting-count step. ChromeTraceWriter caps
