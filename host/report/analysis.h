@@ -132,6 +132,16 @@ struct ThreadStats {
   double wait_p99_ms = 0;
   double wait_max_ms = 0;
 
+  // The convoy effect's waits: completed waits that began when the thread
+  // came back from a blocking call (its released stretch began with a
+  // voluntary release) and found the GIL held by another thread (take_gil
+  // waited on the GIL's cond: the request was not folded into the
+  // acquisition), and their nearest-rank median; 0 without such a wait.
+  // Each wait also counts in `waits`. (Files of raw format 1 fold no
+  // request, so there every such wait counts, contended or not.)
+  std::uint64_t io_waits = 0;
+  double io_wait_p50_ms = 0;
+
   // Holds ending inside the window (the at-start one and one cut by the
   // window end included) and their median length; 0 without holds.
   std::uint64_t holds = 0;
