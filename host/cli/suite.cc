@@ -49,6 +49,10 @@ constexpr double kContendedTurns = 0.5;  // contended at least half the run: thr
 constexpr double kContendedOften = 0.15;
 constexpr double kBusyMostly = 0.8;
 constexpr double kFreeMostly = 0.3;
+// What the index's two GIL columns are, under the table of each index file.
+constexpr std::string_view kColumnsNote =
+    "GIL busy / contended: of the run's busiest GIL, the share of its own lifetime it was held, and held\n"
+    "while another thread waited for it (a child process's or a subinterpreter's GIL lives less than the run).";
 
 std::string Trim(std::string_view s) {
   const auto first = s.find_first_not_of(" \t\r\n\f\v");
@@ -214,6 +218,13 @@ std::string LastLogLine(const fs::path& log) {
 std::string StringAt(const nlohmann::json& j, const char* key) {
   if (j.is_object() && j.contains(key) && j[key].is_string()) return j[key].get<std::string>();
   return "";
+}
+
+// A report's figure, 0 when absent or not a number (a malformed report must
+// not cost the index).
+double NumberAt(const nlohmann::json& j, const char* key) {
+  if (j.is_object() && j.contains(key) && j[key].is_number()) return j[key].get<double>();
+  return 0;
 }
 
 // The verdict of a run that wrote a report: what report.json says about the
@@ -517,11 +528,20 @@ ScriptResult ReadScriptResult(const ScriptHeader& script, const fs::path& folder
   r.status = j["status"].get<std::string>();
   if (j.contains("wall_s") && j["wall_s"].is_number()) r.wall_s = j["wall_s"].get<double>();
   if (j.contains("gils") && j["gils"].is_array()) {
+    // Both figures of one GIL, the busiest (ties: the more contended): each
+    // is a share of that GIL's own window, and the run's GILs live over
+    // different windows (forked children, subinterpreters), so no sum or
+    // mix of them is a share of anything.
     for (const auto& g : j["gils"]) {
       if (!g.is_object()) continue;
       ++r.gils;
-      r.gil_busy_fraction = std::max(r.gil_busy_fraction, g.value("busy_fraction", 0.0));
-      r.gil_contended_fraction = std::max(r.gil_contended_fraction, g.value("contended_fraction", 0.0));
+      const double busy = NumberAt(g, "busy_fraction");
+      const double contended = NumberAt(g, "contended_fraction");
+      if (std::make_pair(busy, contended) > std::make_pair(r.gil_busy_fraction, r.gil_contended_fraction)) {
+        r.gil_busy_fraction = busy;
+        r.gil_contended_fraction = contended;
+        r.busiest_gil = g.contains("id") && g["id"].is_number_integer() ? g["id"].get<int>() : r.gils - 1;
+      }
     }
   }
   r.passed = r.status == script.expect;
@@ -556,6 +576,7 @@ ordered_json SuiteIndexJson(const SuiteOptions& options, const std::vector<Scrip
     e["wall_s"] = number_or_null(r.wall_s);
     e["elapsed_s"] = number_or_null(r.elapsed_s);
     e["gils"] = r.gils;
+    e["busiest_gil"] = r.busiest_gil < 0 ? ordered_json(nullptr) : ordered_json(r.busiest_gil);
     e["gil_busy_fraction"] = number_or_null(r.gil_busy_fraction);
     e["gil_contended_fraction"] = number_or_null(r.gil_contended_fraction);
     e["verdict"] = r.verdict;
@@ -591,7 +612,7 @@ void WriteSuiteIndexText(const SuiteOptions& options, const std::vector<ScriptRe
     out << indent << Printable(r.script.title) << '\n';
     out << indent << (r.skipped ? "skipped: " : "") << Printable(r.verdict) << '\n';
   }
-  out << "\nGIL busy / contended: the busiest GIL's held (and waited-for) time as a share of the run.\n"
+  out << "\n" << kColumnsNote << "\n"
          "Each script's full report: " << options.out.string() << "/<script>/report.txt (and report.json, "
          "run.log); index.html links them all.\n";
 }
@@ -641,8 +662,8 @@ void WriteSuiteIndexHtml(const SuiteOptions& options, const std::vector<ScriptRe
     }
     out << "</td></tr>\n";
   }
-  out << "</tbody>\n</table>\n<p class=\"verdict\">GIL busy / contended: the busiest GIL's held (and waited-for) "
-         "time as a share of the run. Written by gilscope suite.</p>\n</body>\n</html>\n";
+  out << "</tbody>\n</table>\n<p class=\"verdict\">" << HtmlEscape(kColumnsNote)
+      << " Written by gilscope suite.</p>\n</body>\n</html>\n";
 }
 
 std::string HtmlEscape(std::string_view text) {

@@ -105,8 +105,12 @@ struct ScriptResult {
   double wall_s = -1;    // report.json's wall_s, else the time the child took; -1 when not run
   double elapsed_s = -1; // the time the child took, as the suite measured it
   int gils = 0;
-  double gil_busy_fraction = -1;       // the busiest GIL's; -1 unknown
-  double gil_contended_fraction = -1;  // the most contended GIL's; -1 unknown
+  // The busiest GIL (report.json's largest busy_fraction; ties: the larger
+  // contended_fraction): its id, and both its fractions, shares of its own
+  // window. -1: unknown (no report, or no GIL in it).
+  int busiest_gil = -1;
+  double gil_busy_fraction = -1;
+  double gil_contended_fraction = -1;
   std::string verdict;   // one line
   bool has_report = false;       // DIR/<name>/report.json was read
   bool has_html = false;         // and report.html is beside it

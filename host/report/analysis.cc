@@ -461,8 +461,17 @@ class ThreadWalker {
       out.lifetime_start_ns = window_start_;
       out.lifetime_end_ns = window_start_;
     } else if (!exited) {
-      Close(window_end_);
-      out.lifetime_end_ns = window_end_;
+      // A GIL's own window closes when its process exits (a forked child
+      // calls _exit holding the GIL, with no kThreadExit) or its interpreter
+      // is finalized. A thread whose last state was on such a GIL, with no
+      // event after, ended there: running it on to the run's end made a
+      // child's thread hold its GIL for longer than the GIL existed.
+      std::uint64_t end = window_end_;
+      if (const int slot = slots_[gil_]; slot != kNoSlot) {
+        end = std::clamp(gil_stats_[static_cast<std::size_t>(slot)].end_ns, cursor, window_end_);
+      }
+      Close(end);
+      out.lifetime_end_ns = end;
     }
     out.exited = exited;
     out.state_at_end = state_;
@@ -690,7 +699,14 @@ struct Sweep {
 
 void Advance(Sweep& sweep, GilStats& gil, std::uint64_t ts) {
   if (ts <= sweep.last_ts) return;
-  const std::uint64_t d = ts - sweep.last_ts;
+  // Only the part inside the GIL's own window counts: its fractions divide
+  // by that window, so time outside it (a wait before a forked child's GIL
+  // opened, a hold after it closed) would push them past 100%.
+  const std::uint64_t from = std::max(sweep.last_ts, gil.start_ns);
+  const std::uint64_t to = std::min(ts, gil.end_ns);
+  sweep.last_ts = ts;
+  if (to <= from) return;
+  const std::uint64_t d = to - from;
   if (sweep.holding > 0) {
     gil.busy_ns += d;
     if (sweep.waiting > 0) {
@@ -700,7 +716,6 @@ void Advance(Sweep& sweep, GilStats& gil, std::uint64_t ts) {
   } else if (sweep.waiting > 0) {
     gil.handoff_ns += d;
   }
-  sweep.last_ts = ts;
 }
 
 // Ends the sweep's open hold, keeping it as its thread's most blocking hold

@@ -99,7 +99,9 @@ struct ThreadStats {
   std::uint32_t pid = 0;
 
   // Lifetime inside the window: first timed event (clipped) to kThreadExit,
-  // or to end_ns. A thread with no timed event in or before the window has
+  // or to end_ns; or, when its last event was on a GIL whose own window
+  // closed earlier (its process exited, its interpreter was finalized), to
+  // that GIL's end. A thread with no timed event in or before the window has
   // an empty lifetime and all figures zero.
   std::uint64_t lifetime_start_ns = 0;
   std::uint64_t lifetime_end_ns = 0;
@@ -222,8 +224,8 @@ struct GilStats {
   double window_s = 0;
 
   // Time some thread held it, and time it was held while >= 1 other thread
-  // waited; the fractions divide by the GIL's own window length (0 for an
-  // empty window).
+  // waited, both inside the GIL's own window; the fractions divide by that
+  // window's length (0 for an empty window), so they never exceed 1.
   std::uint64_t busy_ns = 0;
   std::uint64_t contended_ns = 0;
   double busy_fraction = 0;

@@ -136,6 +136,7 @@ void PrintGils(std::ostream& out, const Style& style, const Analysis& analysis) 
   }
   const std::uint64_t window = analysis.end_ns - analysis.start_ns;
   for (const GilStats& g : analysis.gils) {
+    const std::uint64_t own = g.end_ns - g.start_ns;
     // The recorded count is checked against CPython's gil->switch_number:
     // a mismatch means the hooks missed (or invented) acquisitions.
     std::string check;
@@ -148,8 +149,12 @@ void PrintGils(std::ostream& out, const Style& style, const Analysis& analysis) 
     }
     out << "  GIL " << g.id << " (interpreter " << g.interpreter << "): " << Count(g.switches)
         << " switches, CPython counted " << Count(g.cpython_switches) << " (" << check << "); "
-        << Count(g.drop_requests) << " drop requests; busy " << Percent(g.busy_ns, window)
-        << "%, contended " << Percent(g.contended_ns, window) << "%\n";
+        << Count(g.drop_requests) << " drop requests; busy " << Percent(g.busy_ns, own)
+        << "%, contended " << Percent(g.contended_ns, own) << "%";
+    // The same figures as report.json's: shares of the GIL's own window,
+    // named when it is not the run's (a forked child's, a subinterpreter's).
+    if (own != window) out << " of its " << Format("%.3f", g.window_s) << " s";
+    out << '\n';
   }
 }
 

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "cli/suite.h"
+#include "figure_invariants.h"
 #include "runner/script_runner.h"
 
 #ifndef GILSCOPE_GOLDEN_DIR
@@ -62,19 +63,20 @@ done
 printf '%s\n' "$@" > "$out/args.txt"
 name=$(basename "$script" .py)
 echo "fake gilscope: running $name"
-busy=0.5; contended=0.25; findings='[]'
+busy=0.5; contended=0.25; busy2=0.3; contended2=0.28; findings='[]'
 case "$name" in
   *deadlock*) status=deadlock; code=3
      findings='[{"kind": "gil_bound", "detail": "not this one"}, {"kind": "deadlock", "detail": "thread_1 waits for lock_2, held by thread_2, which waits for lock_1"}]' ;;
   *boom*) status=error; code=1; echo "ValueError: the property did not hold" >&2 ;;
   *noreport*) printf 'Traceback: RuntimeError: no report \377 here\n' >&2; exit 1 ;;
   *hang*) exec sleep 60 ;;
-  *free*) status=ok; code=0; busy=0.12; contended=0.01 ;;
+  *free*) status=ok; code=0; busy=0.12; contended=0.01; busy2=0.05; contended2=0 ;;
   *) status=ok; code=0 ;;
 esac
 cat > "$out/report.json" <<EOF
 {"status": "$status", "exit_code": $code, "wall_s": 1.5,
- "gils": [{"busy_fraction": $busy, "contended_fraction": $contended}, {"busy_fraction": 0.05, "contended_fraction": 0.0}],
+ "gils": [{"id": 0, "busy_fraction": $busy, "contended_fraction": $contended},
+          {"id": 1, "busy_fraction": $busy2, "contended_fraction": $contended2}],
  "findings": $findings}
 EOF
 echo "<html>$name</html>" > "$out/report.html"
@@ -399,10 +401,22 @@ TEST_F(SuiteTest, MainModeRunsAllAndDeadlockPassesWhenExpected) {
   const json& counter = Entry(index, "01_counter");
   EXPECT_EQ(counter["status"], "ok");
   EXPECT_DOUBLE_EQ(counter["wall_s"].get<double>(), 1.5);
-  // The busiest of the two GILs.
+  // Both figures of one GIL, the busiest, though the other is the more
+  // contended: each is a share of its own GIL's window.
+  EXPECT_EQ(counter["busiest_gil"], 0);
   EXPECT_DOUBLE_EQ(counter["gil_busy_fraction"].get<double>(), 0.5);
   EXPECT_DOUBLE_EQ(counter["gil_contended_fraction"].get<double>(), 0.25);
   EXPECT_EQ(counter["gils"], 2);
+  // Every figure of the index is its report's (figure_invariants.h), and a
+  // figure taken from another GIL would be caught.
+  const auto ordered = nlohmann::ordered_json::parse(ReadAll(o.out / "index.json"));
+  EXPECT_TRUE(gilscope::testing::IndexFigureViolations(ordered, o.out).empty())
+      << gilscope::testing::JoinViolations(gilscope::testing::IndexFigureViolations(ordered, o.out));
+  auto mixed = ordered;
+  for (auto& e : mixed["scripts"]) {
+    if (e["name"] == "01_counter") e["gil_contended_fraction"] = 0.28;
+  }
+  EXPECT_EQ(gilscope::testing::IndexFigureViolations(mixed, o.out).size(), 1U);
   EXPECT_EQ(counter["verdict"], "GIL busy 50%, contended 25%: threads often waited for it");
   EXPECT_EQ(Entry(index, "13_free")["verdict"],
             "GIL mostly free (busy 12%): the threads waited without it (I/O, sleeps, locks, child processes)");

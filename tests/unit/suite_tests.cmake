@@ -6,7 +6,8 @@
 include(GoogleTest)
 
 add_executable(suite_tests ${CMAKE_CURRENT_LIST_DIR}/suite_test.cc)
-target_link_libraries(suite_tests PRIVATE gilscope::cli GTest::gtest_main)
+# gilscope_figure_invariants: tests/figures (the index's figures are checked too).
+target_link_libraries(suite_tests PRIVATE gilscope::cli gilscope_figure_invariants GTest::gtest_main)
 target_compile_definitions(suite_tests PRIVATE
   GILSCOPE_GOLDEN_DIR="${PROJECT_SOURCE_DIR}/tests/golden"
   GILSCOPE_SOURCE_DIR="${PROJECT_SOURCE_DIR}")

@@ -127,10 +127,15 @@
       return c;
     };
     const gils = report.gils || [];
+    /* Both cards are one GIL's, the busiest (ties: the more contended):
+       each figure is a share of its own GIL's lifetime, so a busy share of
+       one GIL beside the contended share of another describes neither. */
     let busy = 0, contended = 0, switches = 0;
     for (const g of gils) {
-      busy = Math.max(busy, g.busy_fraction);
-      contended = Math.max(contended, g.contended_fraction);
+      if (g.busy_fraction > busy || (g.busy_fraction === busy && g.contended_fraction > contended)) {
+        busy = g.busy_fraction;
+        contended = g.contended_fraction;
+      }
       switches += g.switches;
     }
     const several = gils.length > 1;
@@ -141,7 +146,7 @@
       card('Mode', report.mode, report.instances + (report.instances === 1 ? ' instance' : ' instances')),
       card('Wall time', fmtS(report.wall_s), 'interval ' + fmtS(report.switch_interval_s)),
       card('GIL busy', pct(busy), several ? 'busiest of ' + gils.length + ' GILs' : 'held by a thread'),
-      card('GIL contended', pct(contended), 'others waiting'),
+      card('GIL contended', pct(contended), several ? 'others waiting, same GIL' : 'others waiting'),
       card('Switches', String(switches),
         report.wall_s > 0 ? (switches / report.wall_s).toFixed(0) + ' per second' : ''),
       card('Threads', String((report.threads || []).length), fmtS(report.gil_tax.waiting_thread_s) + ' waiting'),
