@@ -30,15 +30,16 @@ void Spread(const ActivitySeries& s, std::vector<std::uint64_t>& per_bucket, std
 }
 
 // The union of a GIL's holder slices (they overlap only after dropped
-// events), in time order: when the GIL was busy.
+// events) inside its own window, in time order: when the GIL was busy.
 std::vector<Span> BusySpans(const GilStats& gil) {
   std::vector<Span> out;
   for (const HolderInterval& h : gil.holders) {  // sorted by start
-    if (h.end_ns <= h.start_ns) continue;
-    if (!out.empty() && h.start_ns <= out.back().end) {
-      out.back().end = std::max(out.back().end, h.end_ns);
+    const std::uint64_t from = std::max(h.start_ns, gil.start_ns), to = std::min(h.end_ns, gil.end_ns);
+    if (to <= from) continue;
+    if (!out.empty() && from <= out.back().end) {
+      out.back().end = std::max(out.back().end, to);
     } else {
-      out.push_back({h.start_ns, h.end_ns});
+      out.push_back({from, to});
     }
   }
   return out;

@@ -45,7 +45,8 @@ struct ActivitySeries {
   std::uint64_t bucket_ns = 1;  // >= 1
   std::size_t buckets = 0;
 
-  // Parallel to Analysis::gils; each vector has `buckets` entries.
+  // Parallel to Analysis::gils; each vector has `buckets` entries. Like
+  // GilStats, they count only time inside the GIL's own window.
   struct Gil {
     // Some thread held it (GilStats::busy_ns, per bucket).
     std::vector<std::uint64_t> busy_ns;

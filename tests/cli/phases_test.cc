@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <iostream>
 #include <filesystem>
 #include <nlohmann/json.hpp>
 #include <regex>
@@ -49,9 +50,26 @@ TEST(PhasesTest, EchoServerConvoyIsFoundInTheSecondPhase) {
   ASSERT_FALSE((*convoy)["phase"].is_null()) << convoy->dump(2);
   EXPECT_NEAR((*convoy)["start_s"].get<double>(), switch_s, 0.1 * switch_s) << convoy->dump(2);
   EXPECT_GT((*convoy)["end_s"].get<double>(), switch_s + 1.0) << convoy->dump(2);
+  // About one switch interval: the waiter's timed wait runs out (5 ms), it
+  // sets the drop request, and the CPU-bound holder lets go at its next
+  // check. That last step needs the holder on a core: on a machine so loaded
+  // that cpu ran for under 80% of the time it held the GIL, each wait also
+  // lasts until the scheduler runs it (3.2 intervals once, at cpu 25% of
+  // held), and only the lower bound is checked.
   const double median = (*convoy)["figures"]["io_wait_p50_ms"].get<double>();
   EXPECT_GE(median, 2.5) << convoy->dump(2);
-  EXPECT_LE(median, 7.5) << convoy->dump(2);
+  const json* cpu = nullptr;
+  for (const json& t : rep["threads"]) {
+    if (t["name"] == "cpu") cpu = &t;
+  }
+  ASSERT_NE(cpu, nullptr);
+  const double on_core = (*cpu)["cpu_s"].get<double>() / (*cpu)["held_s"].get<double>();
+  if (on_core >= 0.8) {
+    EXPECT_LE(median, 7.5) << convoy->dump(2);
+  } else {
+    std::cout << "note: cpu ran " << 100 * on_core << "% of the time it held the GIL (a loaded machine): median "
+              << median << " ms not checked against 7.5 ms\n";
+  }
   EXPECT_GE((*convoy)["figures"]["io_waits"].get<double>(), 20) << convoy->dump(2);
   EXPECT_NE((*convoy)["detail"].get<std::string>().find("s (phase "), std::string::npos) << convoy->dump(2);
   // Nothing is found in the quiet phase before it.

@@ -319,9 +319,18 @@ std::uint64_t Sum(const std::vector<T>& v) {
   return std::accumulate(v.begin(), v.end(), std::uint64_t{0});
 }
 
+// SmallRun with its GIL's own window [10, 90) ms (a forked child's GIL, say):
+// only the time inside it counts.
+RunTrace ShortGilWindowRun() {
+  RunTrace run = SmallRun();
+  run.gils[0].start_ns = At(10);
+  run.gils[0].end_ns = At(90);
+  return run;
+}
+
 TEST(ReportPhaseReference, BucketsAddUpToTheRunsFigures) {
   // Buckets of odd sizes cut every interval somewhere.
-  for (const RunTrace& run : {SmallRun(), ConvoyRun(44), ConvoyRun(90)}) {
+  for (const RunTrace& run : {SmallRun(), ShortGilWindowRun(), ConvoyRun(44), ConvoyRun(90), EchoPhasesRun()}) {
     const Analysis a = Analyze(run);
     for (std::size_t buckets : {1u, 7u, 512u}) {
       const ActivitySeries s = ActivityFromTimeline(a, buckets);
