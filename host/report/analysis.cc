@@ -963,10 +963,10 @@ const char* GilStateName(GilState state) {
   return "unknown";
 }
 
-Analysis AnalyzeWithoutPhases(const RunTrace& trace) {
+Analysis AnalyzeWindow(const RunTrace& trace, std::uint64_t start_ns, std::uint64_t end_ns) {
   Analysis analysis;
-  analysis.start_ns = trace.start_ns;
-  analysis.end_ns = std::max(trace.end_ns, trace.start_ns);
+  analysis.start_ns = start_ns;
+  analysis.end_ns = std::max(end_ns, start_ns);
   const std::uint64_t window = analysis.end_ns - analysis.start_ns;
   analysis.wall_s = static_cast<double>(window) / kNsPerSecond;
 
@@ -1055,7 +1055,7 @@ Analysis AnalyzeWithoutPhases(const RunTrace& trace) {
 }
 
 Analysis Analyze(const RunTrace& trace) {
-  Analysis analysis = AnalyzeWithoutPhases(trace);
+  Analysis analysis = AnalyzeWindow(trace, trace.start_ns, trace.end_ns);
   // The reference way (phase_reference.h): from the timeline kept above,
   // and one more pass over the events per phase when there are several.
   analysis.activity = ActivityFromTimeline(analysis, ActivitySeries::kDefaultBuckets);

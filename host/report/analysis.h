@@ -332,9 +332,10 @@ struct Analysis {
 // own figures: phase_reference.h).
 Analysis Analyze(const RunTrace& trace);
 
-// Analyze() without the phase pass: Analysis::activity and Analysis::phases
-// stay empty. What each phase's figures are computed with.
-Analysis AnalyzeWithoutPhases(const RunTrace& trace);
+// Analyze() of `trace` as if its recording window were [start_ns, end_ns),
+// without the phase pass (Analysis::activity and Analysis::phases stay
+// empty): what each phase's figures are computed with.
+Analysis AnalyzeWindow(const RunTrace& trace, std::uint64_t start_ns, std::uint64_t end_ns);
 
 // Timeline events a complete trace.json holds: every waiting and holding
 // interval, GIL holder slice and waiting-count step. ChromeTraceWriter caps

@@ -10,12 +10,6 @@
 namespace gilscope::report {
 namespace {
 
-// A half-open interval [start, end) of time.
-struct Span {
-  std::uint64_t start = 0;
-  std::uint64_t end = 0;
-};
-
 // Adds [from, to) (clipped to the window) to `per_bucket`, whose entry k is
 // bucket `first` + k, each bucket getting the nanoseconds inside it.
 void Spread(const ActivitySeries& s, std::vector<std::uint64_t>& per_bucket, std::size_t first, std::uint64_t from,
@@ -29,45 +23,52 @@ void Spread(const ActivitySeries& s, std::vector<std::uint64_t>& per_bucket, std
   }
 }
 
-// The union of a GIL's holder slices (they overlap only after dropped
-// events) inside its own window, in time order: when the GIL was busy.
-std::vector<Span> BusySpans(const GilStats& gil) {
-  std::vector<Span> out;
+// Calls fn(from, to) for each stretch in which the GIL was busy: the union
+// of its holder slices (they overlap only after dropped events) inside its
+// own window, in time order.
+template <class Fn>
+void ForEachBusySpan(const GilStats& gil, Fn&& fn) {
+  bool open = false;
+  std::uint64_t start = 0, end = 0;
   for (const HolderInterval& h : gil.holders) {  // sorted by start
     const std::uint64_t from = std::max(h.start_ns, gil.start_ns), to = std::min(h.end_ns, gil.end_ns);
     if (to <= from) continue;
-    if (!out.empty() && from <= out.back().end) {
-      out.back().end = std::max(out.back().end, to);
-    } else {
-      out.push_back({from, to});
+    if (open && from <= end) {
+      end = std::max(end, to);
+      continue;
+    }
+    if (open) fn(start, end);
+    open = true;
+    start = from;
+    end = to;
+  }
+  if (open) fn(start, end);
+}
+
+// Walks a GIL's waiting steps forward, for busy stretches given in time
+// order: calls fn(from, to) for each part of [a, b) in which at least one
+// thread waited (a step's count lasts to the next step; the last one to
+// `end`).
+class WaitedParts {
+ public:
+  WaitedParts(const std::vector<WaitingStep>& steps, std::uint64_t end) : steps_(steps), end_(end) {}
+
+  template <class Fn>
+  void Within(std::uint64_t a, std::uint64_t b, Fn&& fn) {
+    // The step in force at a: the last one at or before it.
+    while (next_ + 1 < steps_.size() && steps_[next_ + 1].ts_ns <= a) ++next_;
+    for (std::size_t i = next_; i < steps_.size() && steps_[i].ts_ns < b; ++i) {
+      const std::uint64_t step_end = i + 1 < steps_.size() ? steps_[i + 1].ts_ns : end_;
+      const std::uint64_t from = std::max(a, steps_[i].ts_ns), to = std::min(b, step_end);
+      if (steps_[i].waiting > 0 && to > from) fn(from, to);
     }
   }
-  return out;
-}
 
-// When at least one thread waited for the GIL: the steps with a non-zero
-// count, each lasting to the next step (the last to `end`).
-std::vector<Span> WaitedSpans(const GilStats& gil, std::uint64_t end) {
-  std::vector<Span> out;
-  for (std::size_t i = 0; i < gil.waiting.size(); ++i) {
-    const std::uint64_t to = i + 1 < gil.waiting.size() ? gil.waiting[i + 1].ts_ns : end;
-    if (gil.waiting[i].waiting > 0 && to > gil.waiting[i].ts_ns) out.push_back({gil.waiting[i].ts_ns, to});
-  }
-  return out;
-}
-
-// The intersection of two sorted lists of disjoint spans.
-std::vector<Span> Intersect(const std::vector<Span>& a, const std::vector<Span>& b) {
-  std::vector<Span> out;
-  std::size_t i = 0, j = 0;
-  while (i < a.size() && j < b.size()) {
-    const std::uint64_t from = std::max(a[i].start, b[j].start);
-    const std::uint64_t to = std::min(a[i].end, b[j].end);
-    if (to > from) out.push_back({from, to});
-    (a[i].end < b[j].end) ? ++i : ++j;
-  }
-  return out;
-}
+ private:
+  const std::vector<WaitingStep>& steps_;
+  std::uint64_t end_;
+  std::size_t next_ = 0;
+};
 
 }  // namespace
 
@@ -79,11 +80,13 @@ ActivitySeries ActivityFromTimeline(const Analysis& analysis, std::size_t bucket
     ActivitySeries::Gil& out = s.gils[g];
     out.busy_ns.assign(s.buckets, 0);
     out.contended_ns.assign(s.buckets, 0);
-    const std::vector<Span> busy = BusySpans(analysis.gils[g]);
-    for (const Span& b : busy) Spread(s, out.busy_ns, 0, b.start, b.end);
-    for (const Span& c : Intersect(busy, WaitedSpans(analysis.gils[g], s.end_ns))) {
-      Spread(s, out.contended_ns, 0, c.start, c.end);
-    }
+    // Contended: busy while someone waited. Both lists are in time order,
+    // so one forward walk over the steps serves every busy stretch.
+    WaitedParts waited(analysis.gils[g].waiting, s.end_ns);
+    ForEachBusySpan(analysis.gils[g], [&](std::uint64_t a, std::uint64_t b) {
+      Spread(s, out.busy_ns, 0, a, b);
+      waited.Within(a, b, [&](std::uint64_t from, std::uint64_t to) { Spread(s, out.contended_ns, 0, from, to); });
+    });
   }
 
   s.threads.resize(analysis.threads.size());
@@ -120,13 +123,8 @@ ActivitySeries ActivityFromTimeline(const Analysis& analysis, std::size_t bucket
 std::vector<Phase> PhaseFiguresByClipping(const RunTrace& trace, const std::vector<PhaseSpan>& spans) {
   std::vector<Phase> phases;
   phases.reserve(spans.size());
-  // One copy of every event, re-windowed for each phase (Analyze takes the
-  // window from the trace).
-  RunTrace clipped = trace;
   for (const PhaseSpan& span : spans) {
-    clipped.start_ns = span.start_ns;
-    clipped.end_ns = span.end_ns;
-    Analysis a = AnalyzeWithoutPhases(clipped);
+    Analysis a = AnalyzeWindow(trace, span.start_ns, span.end_ns);
     Phase& p = phases.emplace_back();
     p.start_ns = span.start_ns;
     p.end_ns = span.end_ns;

@@ -7,16 +7,17 @@
 //                          and holding intervals, each GIL's holders and
 //                          waiting steps), split across buckets exactly as
 //                          phases.h defines
-//   PhaseFiguresByClipping each phase's figures: Analyze() over a copy of
-//                          the trace whose window is the phase's, with the
+//   PhaseFiguresByClipping each phase's figures: Analyze() of the trace with
+//                          the phase's window (AnalyzeWindow), with the
 //                          timeline lists dropped
 //   WholeRunPhase          the one phase of a run in which nothing changed:
 //                          the run's own figures, without re-analysis
 //
-// Costs: ActivityFromTimeline is linear in the timeline; PhaseFiguresByClipping
-// copies the trace's events once and analyses them once per phase (each pass
-// stops at its phase's end). Fine for the runs analysed in memory today; a
-// streaming analysis computes the same in one pass.
+// Costs: ActivityFromTimeline is linear in the timeline and allocates only
+// the series; PhaseFiguresByClipping analyses the events once per phase
+// (each pass stops at its phase's end, and keeps one phase's timeline at a
+// time). Fine for the runs analysed in memory today; a streaming analysis
+// computes the same in one pass.
 #pragma once
 
 #include <cstddef>
@@ -33,8 +34,8 @@ namespace gilscope::report {
 ActivitySeries ActivityFromTimeline(const Analysis& analysis, std::size_t buckets);
 
 // One Phase per span, in order: Phase::gils and Phase::threads are what
-// Analyze() gives for `trace` with start_ns/end_ns set to the span's window,
-// their timeline lists emptied.
+// Analyze() gives for `trace` with start_ns/end_ns set to the span's window
+// (AnalyzeWindow), their timeline lists emptied.
 std::vector<Phase> PhaseFiguresByClipping(const RunTrace& trace, const std::vector<PhaseSpan>& spans);
 
 // The phase `span` (the whole window) with the figures of `analysis`, the
