@@ -22,16 +22,18 @@
 //    and held time are deliberately not signals: a script going from I/O to
 //    computing in one thread has no GIL story to tell, and a phase is only
 //    worth showing when contention or waiting changed.
-//    Each dimension is measured in units of its materiality threshold
-//    (kMaterialShare, kMaterialWaitStep), so a difference of 1 in any of
-//    them is "material": what a person would call a different regime.
+//    Two stretches differ "materially" (what a person would call a
+//    different regime) when some dimension does: a share by a quarter of the
+//    time and by a factor of 2.5 (kMaterialShare, kMaterialShareRatio), a
+//    mean wait by a step of ln 10 on f (kMaterialWaitStep).
 //
-// 3. Change points: seeded binary segmentation (Kovacs, Li, Buhlmann,
+// 3. Change points: seeded binary segmentation (Kovacs, Buhlmann, Li,
 //    Munk: "Seeded binary segmentation: a general methodology for fast and
-//    optimal change point detection", Biometrika 2023). Inside a stretch
+//    optimal changepoint detection", Biometrika 110(1), 2023). Inside a stretch
 //    [a, e) of buckets, the best single split k maximises the between-part
 //    sum of squares  W_L W_R / (W_L + W_R) * sum_d (mu_L,d - mu_R,d)^2
-//    (W: lengths in buckets; mu: values pooled over each part), the maximum
+//    (W: lengths in buckets; mu: values pooled over each part, shares in
+//    units of kMaterialShare, mean waits of kMaterialWaitStep), the maximum
 //    likelihood split for a shift in the mean. Plain binary segmentation
 //    misses a short middle stretch (A B A': neither side of any single split
 //    of the whole differs much), so the split is sought in a fixed set of
