@@ -25,7 +25,8 @@
 //    Two stretches differ "materially" (what a person would call a
 //    different regime) when some dimension does: a share by a quarter of the
 //    time and by a factor of 2.5 (kMaterialShare, kMaterialShareRatio), a
-//    mean wait by a step of ln 10 on f (kMaterialWaitStep).
+//    mean wait by a step of ln 10 on f (kMaterialWaitStep) while its thread
+//    waits under a quarter of the time on both sides.
 //
 // 3. Change points: seeded binary segmentation (Kovacs, Buhlmann, Li,
 //    Munk: "Seeded binary segmentation: a general methodology for fast and
@@ -95,8 +96,12 @@ constexpr double kMaterialShareRatio = 0.91629073187415511;  // ln 2.5
 // quarter millisecond are all "no wait" next to a 5 ms switch interval, and
 // a step of ln 10 is material: from no wait to 2.25 ms (half a default
 // switch interval) or more. Smaller steps are the mix of fast and slow
-// waits changing (an echo server's mean wait moved between 0.1 and 3 ms
-// inside one convoy), which the waiting share already shows when it matters.
+// waits changing. The mean wait is the signal for a thread that waits
+// little (an I/O thread whose rare waits grew long); once a thread waits a
+// quarter of its time or more on either side, its waiting share tells the
+// story, and how that time splits into many short waits or a few long ones
+// is the same regime: an echo server under a loaded machine moved between
+// 0.07 and 3.2 ms mean waits, waiting 78% and 98%, inside one convoy.
 constexpr double kWaitScaleNs = 250'000;
 constexpr double kMaterialWaitStep = 2.3025850929940457;  // ln 10
 // A mean over fewer waits than this is not compared (one slow wait is not
@@ -112,6 +117,7 @@ struct Dimension {
   std::size_t first = 0;           // bucket of sum[0]
   std::vector<double> sum;         // sum[k]: total over buckets [first, first + k)
   std::vector<double> count;       // mean_wait: waits over the same buckets
+  std::vector<double> waiting;     // mean_wait: the thread's waiting ns, likewise
 
   std::size_t last() const { return first + sum.size() - 1; }  // one past the active buckets
   static double Range(const std::vector<double>& prefix, std::size_t first, std::size_t a, std::size_t e) {
@@ -146,6 +152,7 @@ class Search {
         Dimension d = MakeDimension(t.first_bucket, t.wait_ns);
         d.mean_wait = true;
         d.count = MakeDimension(t.first_bucket, t.waits).sum;
+        d.waiting = MakeDimension(t.first_bucket, t.waiting_ns).sum;
         dims_.push_back(std::move(d));
       }
     }
@@ -227,7 +234,9 @@ class Search {
     const double nl = Dimension::Range(d.count, d.first, a, k), nr = Dimension::Range(d.count, d.first, k, e);
     if (nl < kMinWaitsForMean || nr < kMinWaitsForMean) return {};
     const double z = std::abs(WaitScale(l / nl) - WaitScale(r / nr)) / kMaterialWaitStep;
-    return {z, z};
+    const double waiting = std::max(Dimension::Range(d.waiting, d.first, a, k) / left,
+                                    Dimension::Range(d.waiting, d.first, k, e) / right);
+    return {z, waiting < kMaterialShare ? z : 0.0};
   }
 
   // Updates `best` with the best material split of [s, t), if it scores higher.

@@ -192,6 +192,17 @@ TEST(ReportPhases, WaitsGrowingLongSplitEvenWhenTheirShareStaysSmall) {
   EXPECT_EQ(Starts(FindPhases(s, {}), 100 * kMs), (std::vector<std::size_t>{0, 300}));
 }
 
+TEST(ReportPhases, LongerWaitsOfAThreadThatWaitsMuchAreOneRegime) {
+  // A convoy whose waits go from many short ones (mean 0.07 ms) to fewer
+  // long ones (3.2 ms) at bucket 300, the thread waiting 78% then 98% of the
+  // time: the share tells the story (a factor of 1.26), and the mean's step
+  // is the mix of waits changing.
+  ActivitySeries s = Series();
+  AddThread(s, [](std::size_t b) { return b < 300 ? 0.78 : 0.98; }, 30,
+            [](std::size_t b) { return b < 300 ? 0.07 : 3.2; });
+  EXPECT_EQ(FindPhases(s, {}).size(), 1u);
+}
+
 TEST(ReportPhases, FewWaitsMakeNoMean) {
   // The same step with one wait every 16th bucket: 19 short ones before
   // bucket 300, 13 long ones after. A mean over 13 waits is not compared
