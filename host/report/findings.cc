@@ -58,6 +58,13 @@ constexpr double kLongHoldMinMs = 50;
 // it is C code. This also spares a single-threaded script (nobody asks) and a
 // waiter starved of CPU (it waits long, but asks late and is then served).
 constexpr double kLongHoldMinUnheededIntervals = 2;
+// C code keeping the GIL runs on a core all along. A thread whose CPU time
+// (over its life) is under half the time it held the GIL was mostly off the
+// cores while holding it: on a loaded machine the scheduler, not C code,
+// kept the GIL (04_rlock_semaphore's sem-worker-1 held it 56 ms with 10 ms
+// of CPU, and "ignored" a drop request for 45 ms). Unknown CPU time (a
+// child process's thread) excuses nothing.
+constexpr double kLongHoldMinOnCore = 0.5;
 
 // --- switch_storm -----------------------------------------------------------
 // A hand-off costs a thread wake-up, typically 5-50 us; below ~500 per
@@ -199,6 +206,8 @@ void FindLongHolds(const Scope& scope, double interval_ms, std::vector<Finding>&
     const double blocked_ms = static_cast<double>(h.blocked_ns) / 1e6;
     const double unheeded_ms = static_cast<double>(h.unheeded_ns) / 1e6;
     if (hold_ms < min_ms || unheeded_ms < kLongHoldMinUnheededIntervals * interval_ms) continue;
+    const ThreadStats& life = scope.analysis.threads[i];
+    if (life.cpu_s >= 0 && life.cpu_s < kLongHoldMinOnCore * life.held_s) continue;
     Finding f = ForThread("long_hold", scope, i);
     const CodeSite& site = SiteOf(scope.analysis, h.site);
     f.figures = {{"hold_ms", hold_ms},

@@ -147,6 +147,16 @@ TEST(ReportFindings, LongHoldNamesTheHolderAndWhereItLetGo) {
   EXPECT_NE(f.detail.find("crunch (ext.py:42)"), std::string::npos) << f.detail;
 }
 
+TEST(ReportFindings, NoLongHoldWhenTheHolderWasOffTheCores) {
+  // The same hold by a thread that ran 40 ms of the 100 it held the GIL: the
+  // scheduler kept it waiting, not C code. With 60 ms it is C code again.
+  RunTrace run = LongHoldRun(15);
+  run.threads[0].cpu_s = 0.040;
+  EXPECT_TRUE(Of(Find(run), "long_hold").empty());
+  run.threads[0].cpu_s = 0.060;
+  EXPECT_EQ(Of(Find(run), "long_hold").size(), 1u);
+}
+
 TEST(ReportFindings, NoLongHoldWhenTheWaiterAskedLate) {
   // W was starved of CPU: its drop request came at 97 and was heeded by 100.
   // It waited 90 ms, but the holder did nothing wrong.
