@@ -251,9 +251,8 @@ void PrintThreads(std::ostream& out, const Style& style, const Analysis& analysi
   PrintTable(out, columns, rows);
   for (const std::string& note : notes) out << "  * " << note << '\n';
   if (!notes.empty()) {
-    out << style.Dim(analysis.phases.size() > 1 ? "    (whole-run medians hide slower stretches: see Phases and "
-                                                  "Findings)"
-                                                : "    (the fast waits hide the slow ones: see Findings)")
+    out << style.Dim(analysis.phases.size() > 1 ? "    (a whole-run median can hide a slower phase: see Phases)"
+                                                : "    (a thread's many fast waits can hide its slow ones)")
         << '\n';
   }
 }
