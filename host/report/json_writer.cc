@@ -114,6 +114,7 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
     for (const auto& [name, value] : f.figures) figures[name] = value;
     findings.push_back({{"kind", f.kind},
                         {"thread", f.thread},
+                        {"gil", f.gil >= 0 ? ordered_json(f.gil) : ordered_json(nullptr)},
                         {"detail", f.detail},
                         {"advice", f.advice},
                         {"figures", std::move(figures)},

@@ -580,6 +580,8 @@ TEST(ReportJsonWriter, CarriesAttributionTaxFindingsMarkersAndTraceSize) {
   EXPECT_EQ(kinds, (std::vector<std::string>{"gil_bound", "convoy"}));
   EXPECT_EQ(doc["findings"][1]["thread"], "io");
   EXPECT_DOUBLE_EQ(doc["findings"][1]["figures"]["wait_p50_ms"].get<double>(), 6.0);
+  EXPECT_EQ(doc["findings"][0]["gil"], 0);  // gil_bound is about GIL 0
+  EXPECT_EQ(doc["findings"][1]["gil"], 0);  // io's main GIL
   // One phase: each finding covers the run and names phase 0.
   EXPECT_EQ(doc["findings"][1]["phase"], 0);
   EXPECT_DOUBLE_EQ(doc["findings"][1]["start_s"].get<double>(), 0.0);

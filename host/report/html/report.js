@@ -167,7 +167,8 @@
     for (const f of findings) {
       const card = el('div', 'finding ' + f.kind);
       const head = el('div');
-      append(head, el('span', 'kind', f.kind), el('span', 'who', f.thread ? f.thread : 'whole run'));
+      const who = f.thread ? f.thread : (f.gil !== null && f.gil !== undefined ? 'GIL ' + f.gil : 'whole run');
+      append(head, el('span', 'kind', f.kind), el('span', 'who', who));
       if (phased) {
         const when = f.phase === null || f.phase === undefined ? 'whole run'
           : 'phase ' + (f.phase + 1) + ', ' + fmtWindow(f.start_s, f.end_s);
