@@ -17,7 +17,7 @@ build_dir="${GILSCOPE_BUILD_DIR:-build}"
 jobs="$(nproc 2>/dev/null || echo 2)"
 
 packages=(cmake g++ make python3-dev libgtest-dev libgmock-dev libspdlog-dev libcli11-dev
-          nlohmann-json3-dev libbenchmark-dev)
+          nlohmann-json3-dev libbenchmark-dev zlib1g-dev)
 
 install_missing_packages() {
   local missing=()
@@ -74,8 +74,11 @@ case "${1:-}" in
     #   deadlocks in its first malloc (the normal build uses glibc malloc,
     #   which has one);
     # - --memory-limit: RLIMIT_DATA cannot bound a process whose allocator
-    #   is ASan's (it reserves its heap and shadow up front).
-    ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 120 -LE browser \
+    #   is ASan's (it reserves its heap and shadow up front);
+    # - CPython's own suites (label cpython-suite): they fork from threaded
+    #   processes (test_threading's fork tests, multiprocessing's fork and
+    #   forkserver pools), as above, and take minutes each.
+    ctest --test-dir "$build_dir" --output-on-failure -j "$jobs" --timeout 120 -LE 'browser|cpython-suite' \
       -E 'Processes|Pool|Compare|ChildProcesses|ForksAndSpawns|MemoryLimitTurns'
     ;;
   bench)

@@ -7,7 +7,9 @@
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
+#include <cctype>
 #include <filesystem>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <optional>
@@ -46,8 +48,16 @@ namespace {
 namespace fs = std::filesystem;
 
 struct RunCommand {
+  // What runs: exactly one of SCRIPT, -m MODULE, -c COMMAND (ChooseProgram).
   std::string script;
+  std::string module;
+  std::string command;
+  python::Program program;
   std::vector<std::string> args;
+  std::string python_env;
+  // `gilscope python --gilscope-out DIR ARGS`: args is python's own command
+  // line; the report is written, not printed (stdout is the program's).
+  bool python_command_line = false;
   std::string out;
   std::optional<double> switch_interval;
   bool json = false;
@@ -130,19 +140,73 @@ void PrintReport(const report::RunTrace& trace, const report::Analysis& analysis
   std::cout.flush();
 }
 
-fs::path DefaultOutFolder(const std::string& script) {
-  return fs::path("gilscope-out") / fs::path(script).stem();
+// `text` as a folder name: letters, digits, '.', '-', '_' (any run of
+// other bytes becomes one '_'), at most 32 of them.
+std::string Slug(const std::string& text) {
+  std::string slug;
+  for (const char c : text) {
+    const bool keep = std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '.' || c == '-' || c == '_';
+    if (keep) {
+      slug += c;
+    } else if (!slug.empty() && slug.back() != '_') {
+      slug += '_';
+    }
+    if (slug.size() >= 32) break;
+  }
+  while (!slug.empty() && (slug.back() == '_' || slug.back() == '.')) slug.pop_back();
+  return slug;
+}
+
+// gilscope-out/<script stem>, gilscope-out/<module> (-m),
+// gilscope-out/c-<the command's first words> (-c).
+fs::path DefaultOutFolder(const python::Program& program) {
+  switch (program.kind) {
+    case python::Program::Kind::kModule: {
+      const std::string name = Slug(program.text);
+      return fs::path("gilscope-out") / (name.empty() ? "module" : name);
+    }
+    case python::Program::Kind::kCommand: {
+      const std::string words = Slug(program.text);
+      return fs::path("gilscope-out") / (words.empty() ? "c" : "c-" + words);
+    }
+    case python::Program::Kind::kScript:
+      break;
+  }
+  return fs::path("gilscope-out") / fs::path(program.text).stem();
+}
+
+// `run` names exactly one of SCRIPT, -m MODULE and -c COMMAND. With -m or
+// -c, the positional words are all the program's arguments (as after
+// `python -m MODULE`): the first of them landed in `script`.
+void ChooseProgram(RunCommand& cmd, bool has_module, bool has_command) {
+  if (has_module && has_command) throw runner::UsageError("run takes -m MODULE or -c COMMAND, not both");
+  if (!has_module && !has_command) {
+    if (cmd.script.empty()) {
+      throw runner::UsageError("run needs what to run: SCRIPT, -m MODULE or -c COMMAND (see gilscope run --help)");
+    }
+    cmd.program = {python::Program::Kind::kScript, cmd.script};
+    return;
+  }
+  if (has_module && cmd.module.empty()) throw runner::UsageError("-m needs a module name, e.g. -m http.server");
+  cmd.program = has_module ? python::Program{python::Program::Kind::kModule, cmd.module}
+                           : python::Program{python::Program::Kind::kCommand, cmd.command};
+  if (!cmd.script.empty()) cmd.args.insert(cmd.args.begin(), cmd.script);
+  cmd.script.clear();
 }
 
 int Run(const RunCommand& cmd) {
   const std::uint64_t memory_limit =
       cmd.memory_limit.empty() ? 0 : runner::ParseSize(cmd.memory_limit, "--memory-limit");
-  runner::CheckScriptReadable(cmd.script);
-  const fs::path out = cmd.out.empty() ? DefaultOutFolder(cmd.script) : fs::path(cmd.out);
+  if (!cmd.python_command_line && cmd.program.kind == python::Program::Kind::kScript) {
+    runner::CheckScriptReadable(cmd.program.text);
+  }
+  runner::RunOptions options;
+  options.python_env = runner::ChoosePythonEnv(cmd.python_env);
+  const fs::path out = cmd.out.empty() ? DefaultOutFolder(cmd.program) : fs::path(cmd.out);
   EnsureFolder(out);
 
-  runner::RunOptions options;
-  options.script = cmd.script;
+  options.program = cmd.program;
+  options.python_command_line = cmd.python_command_line;
   options.args = cmd.args;
   options.switch_interval_s = cmd.switch_interval;
   options.python_executable = GILSCOPE_PYTHON_EXECUTABLE;
@@ -161,7 +225,13 @@ int Run(const RunCommand& cmd) {
   const report::Analysis analysis = report::Analyze(trace);
   const report::TracePlan plan = report::PlanChromeTrace(analysis);
   WriteOutputs(trace, analysis, plan, out);
-  PrintReport(trace, analysis, plan, cmd.json ? "json" : "text", out);
+  if (cmd.python_command_line) {
+    std::cout.flush();
+    std::cerr << "gilscope: reports written to " << out.string()
+              << "/: report.txt, report.json, report.html, trace.json, events.raw\n";
+  } else {
+    PrintReport(trace, analysis, plan, cmd.json ? "json" : "text", out);
+  }
   return trace.info.exit_code;
 }
 
@@ -217,28 +287,102 @@ int Report(const std::string& dir, const std::string& format) {
   return 0;
 }
 
-}  // namespace
-
-int Main(int argc, char** argv) {
-  // As `python` (gilscope-python, or `gilscope python ...`): CPython's own
-  // command line with the hooks on.
-  const std::string program = argc > 0 ? fs::path(argv[0]).filename().string() : "";
-  if (program == "gilscope-python" || (argc > 1 && std::string(argv[1]) == "python")) {
-    const int skip = program == "gilscope-python" ? 1 : 2;
-    std::vector<std::string> args = {ChildExecutableOrSelf()};
-    for (int i = skip; i < argc; ++i) args.emplace_back(argv[i]);
-    try {
-      return runner::PythonMain(args, args[0], GILSCOPE_PYTHON_HOME);
-    } catch (const std::exception& e) {
-      std::cerr << "gilscope python: " << e.what() << '\n';
-      return kExitInternal;
-    }
-  }
-
+void SetUpLogger() {
   auto logger = spdlog::stderr_color_mt("gilscope");
   logger->set_pattern("gilscope: %^%l%$: %v");
   spdlog::set_default_logger(logger);
   spdlog::set_level(spdlog::level::warn);
+}
+
+// Runs a subcommand, turning its failures into a message and an exit status.
+int Guarded(const std::function<int()>& subcommand) {
+  try {
+    return subcommand();
+  } catch (const runner::UsageError& e) {
+    std::cerr << "gilscope: " << e.what() << '\n';
+    return kExitUsage;
+  } catch (const OutputError& e) {
+    std::cerr << "gilscope: " << e.what() << '\n';
+    return kExitUsage;
+  } catch (const std::exception& e) {
+    std::cerr << "gilscope: internal error: " << e.what() << '\n';
+    return kExitInternal;
+  }
+}
+
+// `gilscope python [--gilscope-out DIR] [--python-env DIR] ARGS` (and
+// gilscope-python): CPython's own command line with the hooks on. With
+// --gilscope-out, recorded by a run of its own whose reports go to DIR;
+// without, recording only into a parent run (GILSCOPE_ARENA), if any. The
+// leading options are gilscope's (python has no long option of these names).
+int PythonCommand(std::vector<std::string> args) {
+  std::string out, python_env;
+  std::size_t used = 0;
+  while (used < args.size()) {
+    const std::string& a = args[used];
+    std::string* target = nullptr;
+    std::string name;
+    for (auto [flag, dest] : {std::pair{"--gilscope-out", &out}, std::pair{"--python-env", &python_env}}) {
+      if (a == flag || a.rfind(std::string(flag) + "=", 0) == 0) {
+        name = flag;
+        target = dest;
+      }
+    }
+    if (target == nullptr) break;
+    if (a.size() > name.size()) {
+      *target = a.substr(name.size() + 1);
+      used += 1;
+    } else if (used + 1 < args.size()) {
+      *target = args[used + 1];
+      used += 2;
+    } else {
+      std::cerr << "gilscope python: " << name << " needs a folder\n";
+      return kExitUsage;
+    }
+    if (target->empty()) {
+      std::cerr << "gilscope python: " << name << " needs a folder\n";
+      return kExitUsage;
+    }
+  }
+  args.erase(args.begin(), args.begin() + static_cast<std::ptrdiff_t>(used));
+  if (!out.empty()) {
+    SetUpLogger();
+    RunCommand cmd;
+    cmd.python_command_line = true;
+    cmd.args = std::move(args);
+    cmd.out = out;
+    cmd.python_env = python_env;
+    return Guarded([&] { return Run(cmd); });
+  }
+  if (!python_env.empty()) {
+    try {
+      // PythonMain, and every child it starts, finds it there.
+      setenv("GILSCOPE_PYTHON_ENV", runner::ChoosePythonEnv(python_env).c_str(), 1);
+    } catch (const runner::UsageError& e) {
+      std::cerr << "gilscope python: " << e.what() << '\n';
+      return kExitUsage;
+    }
+  }
+  args.insert(args.begin(), ChildExecutableOrSelf());
+  try {
+    return runner::PythonMain(args, args[0], GILSCOPE_PYTHON_HOME);
+  } catch (const std::exception& e) {
+    std::cerr << "gilscope python: " << e.what() << '\n';
+    return kExitInternal;
+  }
+}
+
+}  // namespace
+
+int Main(int argc, char** argv) {
+  // As `python` (gilscope-python, or `gilscope python ...`).
+  const std::string program = argc > 0 ? fs::path(argv[0]).filename().string() : "";
+  if (program == "gilscope-python" || (argc > 1 && std::string(argv[1]) == "python")) {
+    const int skip = program == "gilscope-python" ? 1 : 2;
+    return PythonCommand(std::vector<std::string>(argv + skip, argv + argc));
+  }
+
+  SetUpLogger();
 
   CLI::App app{"gilscope: run a Python script and see exactly what its GIL did.", "gilscope"};
   app.set_version_flag("--version", VersionText());
@@ -248,9 +392,18 @@ int Main(int argc, char** argv) {
       ->check(CLI::IsMember({"trace", "debug", "info", "warn", "error", "off"}));
 
   RunCommand run;
-  CLI::App* run_app = app.add_subcommand("run", "Run SCRIPT as __main__ with the GIL hooks recording");
-  run_app->add_option("script", run.script, "The Python script")->required();
-  run_app->add_option("args", run.args, "Arguments for the script (put them after --)");
+  CLI::App* run_app = app.add_subcommand(
+      "run", "Run SCRIPT, -m MODULE or -c COMMAND as __main__ (as python does) with the GIL hooks recording");
+  run_app->add_option("script", run.script, "The Python script");
+  run_app->add_option("args", run.args,
+                      "Arguments for the script or module (those starting with - after --)");
+  CLI::Option* module_opt = run_app->add_option(
+      "-m", run.module, "Run library module MODULE as a script, as `python -m MODULE` (e.g. -m http.server)");
+  CLI::Option* command_opt =
+      run_app->add_option("-c", run.command, "Run the Python code COMMAND, as `python -c COMMAND`");
+  run_app->add_option("--python-env", run.python_env,
+                      "A virtual environment of this CPython's version to run in (default: the activated "
+                      "one, VIRTUAL_ENV)");
   run_app->add_option("--out", run.out, "Output folder (default: gilscope-out/<script-stem>)");
   run_app->add_option("--switch-interval", run.switch_interval,
                       "sys.setswitchinterval(S) before the script runs (seconds)")
@@ -327,8 +480,11 @@ int Main(int argc, char** argv) {
   }
   spdlog::set_level(spdlog::level::from_str(log_level));
 
-  try {
-    if (*run_app) return Run(run);
+  return Guarded([&]() -> int {
+    if (*run_app) {
+      ChooseProgram(run, module_opt->count() > 0, command_opt->count() > 0);
+      return Run(run);
+    }
     if (*report_app) return Report(report_dir, report_format);
     if (*diff_app) return Diff(diff_a, diff_b, diff_format);
     if (*list_app) {
@@ -352,17 +508,8 @@ int Main(int argc, char** argv) {
                         : fs::path(compare_out);
       return RunCompare(compare, SelfExecutable(), std::cout);
     }
-  } catch (const runner::UsageError& e) {
-    std::cerr << "gilscope: " << e.what() << '\n';
     return kExitUsage;
-  } catch (const OutputError& e) {
-    std::cerr << "gilscope: " << e.what() << '\n';
-    return kExitUsage;
-  } catch (const std::exception& e) {
-    std::cerr << "gilscope: internal error: " << e.what() << '\n';
-    return kExitInternal;
-  }
-  return kExitUsage;
+  });
 }
 
 }  // namespace gilscope::cli

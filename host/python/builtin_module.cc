@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <cstring>
 #include <mutex>
 #include <nlohmann/json.hpp>
 #include <string_view>
@@ -124,63 +125,187 @@ PyObject* RecordException(PyObject*, PyObject* args) {
   Py_RETURN_NONE;
 }
 
-PyMethodDef g_methods[] = {
-    {"_exception", RecordException, METH_VARARGS,
-     "Record an uncaught exception for gilscope's report (thread, type, message, traceback, main)."},
-    {"_set_thread_name", SetThreadName, METH_O, "Name the calling thread in gilscope's recorder."},
-    {"_stop", Stop, METH_NOARGS, "End gilscope's recording window (called from atexit)."},
-    {"_mark", Mark, METH_VARARGS, "Put a marker on gilscope's timeline (name, kind)."},
-    {nullptr, nullptr, 0, nullptr},
-};
+// A C function as a Python builtin function object (no module: the
+// helpers' namespace and the public module hold them directly).
+PyMethodDef g_set_thread_name_def = {"_set_thread_name", SetThreadName, METH_O,
+                                     "Name the calling thread in gilscope's recorder."};
+PyMethodDef g_exception_def = {
+    "_exception", RecordException, METH_VARARGS,
+    "Record an uncaught exception for gilscope's report (thread, type, message, traceback, main)."};
+PyMethodDef g_stop_def = {"_stop", Stop, METH_NOARGS, "End gilscope's recording window (called from atexit)."};
+PyMethodDef g_mark_def = {"_mark", Mark, METH_VARARGS, "Put a marker on gilscope's timeline (name, kind)."};
+
+// _format_tb(tb): the traceback as CPython's own C printer writes it
+// ("Traceback (most recent call last):" and the frames with their source
+// lines), into a StringIO of the `_io` module every start-up has loaded.
+PyObject* FormatTraceback(PyObject*, PyObject* tb) {
+  if (!PyTraceBack_Check(tb)) return PyUnicode_FromString("");
+  PyRef io = PyRef::Steal(PyImport_ImportModule("_io"));
+  PyRef buffer = io ? PyRef::Steal(PyObject_CallMethod(io.get(), "StringIO", nullptr)) : PyRef();
+  if (!buffer || PyTraceBack_Print(tb, buffer.get()) != 0) return nullptr;
+  return PyObject_CallMethod(buffer.get(), "getvalue", nullptr);
+}
+PyMethodDef g_format_tb_def = {"_format_tb", FormatTraceback, METH_O, "A traceback's text, as CPython prints it."};
+
+PyRef NewFunction(PyMethodDef* def) { return PyRef::Steal(PyCFunction_NewEx(def, nullptr, nullptr)); }
+
+// The public module's body, run in its namespace when a script imports it.
+// It imports nothing.
+constexpr const char* kPublicModule = R"PY(
+def _make(mark_):
+    def mark(name):
+        """An instant marker named `name` on this thread's timeline."""
+        mark_(str(name), 0)
+
+    class region:
+        """A region of this thread's timeline: `with gilscope.region(name): ...`"""
+        __slots__ = ("name",)
+
+        def __init__(self, name):
+            self.name = str(name)
+
+        def __enter__(self):
+            mark_(self.name, 1)
+            return self
+
+        def __exit__(self, *exc):
+            mark_(self.name, 2)
+            return False
+
+    def active():
+        """True when the script runs under gilscope."""
+        return True
+
+    return mark, region, active
+
+mark, region, active = _make(_mark)
+del _make, _mark
+)PY";
+
+// Runs `source` in the namespace `dict` (given `__builtins__`, as any
+// module's has) through PyEval_EvalCode: the PyRun_* functions would also
+// reset CPython's record of an unhandled KeyboardInterrupt.
+bool RunInNamespace(const char* source, const char* filename, PyObject* dict) {
+  if (PyDict_SetItemString(dict, "__builtins__", PyEval_GetBuiltins()) != 0) return false;
+  PyRef code = PyRef::Steal(Py_CompileString(source, filename, Py_file_input));
+  PyRef result = code ? PyRef::Steal(PyEval_EvalCode(code.get(), dict, dict)) : PyRef();
+  return static_cast<bool>(result);
+}
+
+int ExecPublicModule(PyObject* module) {
+  PyObject* dict = PyModule_GetDict(module);  // borrowed
+  PyRef mark = NewFunction(&g_mark_def);
+  if (!mark || PyDict_SetItemString(dict, "_mark", mark.get()) != 0) return -1;
+  return RunInNamespace(kPublicModule, "<gilscope>", dict) ? 0 : -1;
+}
 
 // Multi-phase init with no module state, so every subinterpreter (own GIL
 // included) can import it.
-PyModuleDef_Slot g_slots[] = {
+PyModuleDef_Slot g_public_slots[] = {
+    {Py_mod_exec, reinterpret_cast<void*>(&ExecPublicModule)},
 #if PY_VERSION_HEX >= 0x030C0000
     {Py_mod_multiple_interpreters, Py_MOD_PER_INTERPRETER_GIL_SUPPORTED},
 #endif
     {0, nullptr},
 };
 
-PyModuleDef g_module = {
-    PyModuleDef_HEAD_INIT, "_gilscope", "gilscope host hooks (internal).", 0, g_methods,
-    g_slots, nullptr, nullptr, nullptr,
+PyModuleDef g_public_module = {
+    PyModuleDef_HEAD_INIT,
+    "gilscope",
+    "Markers on gilscope's GIL timeline.\n\n"
+    "    gilscope.mark('checkpoint')          an instant marker\n"
+    "    with gilscope.region('load data'):   a region on this thread's lane\n"
+    "    gilscope.active()                    True under gilscope\n",
+    0,
+    nullptr,
+    g_public_slots,
+    nullptr,
+    nullptr,
+    nullptr,
 };
 
-PyObject* InitModule() { return PyModuleDef_Init(&g_module); }
+PyObject* InitPublicModule() { return PyModuleDef_Init(&g_public_module); }
 
-// Runs in a private namespace, never in __main__: the script must see the
-// same globals it would under plain python.
+// Runs in a private namespace, never in __main__, holding the C functions
+// _set_thread_name, _exception and _format_tb. It imports nothing: `sys` is
+// loaded at every start-up, and threading is hooked only once the script
+// itself has imported it (_install_thread_hooks, called from C).
 constexpr const char* kHelpers = R"PY(
-import atexit, sys, threading, _gilscope
+import sys
+
+def _exception_text(exc_type, exc):
+    name = getattr(exc_type, "__qualname__", None) or getattr(exc_type, "__name__", "?")
+    module = getattr(exc_type, "__module__", None)
+    if module not in (None, "builtins", "__main__"):
+        name = module + "." + name
+    try:
+        message = str(exc)
+    except BaseException:
+        message = "<str() of the exception failed>"
+    return name, message
+
+def _format_one(exc_type, exc, tb):
+    name, message = _exception_text(exc_type, exc)
+    text = _format_tb(tb) if tb is not None else ""
+    text += name + (": " + message if message else "") + "\n"
+    try:
+        for note in getattr(exc, "__notes__", None) or ():
+            text += str(note) + "\n"
+    except BaseException:
+        pass
+    return text
+
+def _format_exception(exc_type, exc, tb):
+    # What traceback.format_exception writes, chained exceptions included,
+    # from CPython's C traceback printer: importing `traceback` would put it
+    # and its own imports into sys.modules where python's hooks had not.
+    parts, seen = [], set()
+    while True:
+        parts.append(_format_one(exc_type, exc, tb))
+        if exc is None:
+            break
+        seen.add(id(exc))
+        cause = getattr(exc, "__cause__", None)
+        context = getattr(exc, "__context__", None)
+        if cause is not None:
+            parts.append("\nThe above exception was the direct cause of the following exception:\n\n")
+            exc = cause
+        elif context is not None and not getattr(exc, "__suppress_context__", False):
+            parts.append("\nDuring handling of the above exception, another exception occurred:\n\n")
+            exc = context
+        else:
+            break
+        if id(exc) in seen:
+            parts.pop()
+            break
+        exc_type, tb = type(exc), getattr(exc, "__traceback__", None)
+    return "".join(reversed(parts))
 
 def _record_exception(exc_type, exc, tb, main):
     # Never raises: whatever fails here, the script's own handling goes on.
     try:
+        threading = sys.modules.get("threading")
         try:
-            thread = threading.current_thread().name
+            thread = threading.current_thread().name if threading is not None else "MainThread"
         except BaseException:
             thread = "?"
-        type_name = getattr(exc_type, "__qualname__", None) or getattr(exc_type, "__name__", "?")
-        module = getattr(exc_type, "__module__", None)
-        if module not in (None, "builtins", "__main__"):
-            type_name = module + "." + type_name
+        type_name, message = _exception_text(exc_type, exc)
         try:
-            message = str(exc)
-        except BaseException:
-            message = "<str() of the exception failed>"
-        try:
-            import traceback
-            text = "".join(traceback.format_exception(exc_type, exc, tb))
+            text = _format_exception(exc_type, exc, tb)
         except BaseException:
             text = ""
-        _gilscope._exception(str(thread), str(type_name), message, text, bool(main))
+        _exception(str(thread), str(type_name), message, text, bool(main))
     except BaseException:
         pass
 
-def _install():
-    original = threading.Thread._bootstrap_inner
-    set_name = _gilscope._set_thread_name
+def _install_thread_hooks():
+    # Called from C as a threading.Thread is about to start; True once done.
+    threading = sys.modules.get("threading")
+    thread_class = getattr(threading, "Thread", None)
+    original = getattr(thread_class, "_bootstrap_inner", None)
+    if original is None:
+        return False
+    set_name = _set_thread_name
     exc_info = sys.exc_info
 
     def _bootstrap_inner(self):
@@ -210,52 +335,97 @@ def _install():
                 pass
 
     _bootstrap_inner.__wrapped__ = original
-    threading.Thread._bootstrap_inner = _bootstrap_inner
-    set_name(threading.main_thread().name)
-    # atexit runs after CPython has joined the non-daemon threads; ours is
-    # registered first, so it runs after the script's own atexit handlers.
-    atexit.register(_gilscope._stop)
-    # For the host: the script's own uncaught exception (before it prints).
-    _gilscope._record_exception = _record_exception
-
-def _public_module():
-    import sys, types
-    m = types.ModuleType("gilscope", (
-        "Markers on gilscope's GIL timeline.\n\n"
-        "    gilscope.mark('checkpoint')          an instant marker\n"
-        "    with gilscope.region('load data'):   a region on this thread's lane\n"
-        "    gilscope.active()                    True under gilscope\n"))
-    mark_ = _gilscope._mark
-
-    def mark(name):
-        """An instant marker named `name` on this thread's timeline."""
-        mark_(str(name), 0)
-
-    class region:
-        """A region of this thread's timeline: `with gilscope.region(name): ...`"""
-        __slots__ = ("name",)
-
-        def __init__(self, name):
-            self.name = str(name)
-
-        def __enter__(self):
-            mark_(self.name, 1)
-            return self
-
-        def __exit__(self, *exc):
-            mark_(self.name, 2)
-            return False
-
-    def active():
-        """True when the script runs under gilscope."""
-        return True
-
-    m.mark, m.region, m.active = mark, region, active
-    sys.modules.setdefault("gilscope", m)
-
-_install()
-_public_module()
+    thread_class._bootstrap_inner = _bootstrap_inner
+    return True
 )PY";
+
+// Keys of the host's entries in each interpreter's state dict
+// (PyInterpreterState_GetDict), which CPython clears when the interpreter ends.
+constexpr const char* kThreadHooksKey = "gilscope.install_thread_hooks";
+constexpr const char* kRecordExceptionKey = "gilscope.record_exception";
+
+// The current interpreter's state dict, or null. PRECONDITION: GIL held.
+PyObject* InterpreterDict() { return PyInterpreterState_GetDict(PyInterpreterState_Get()); }  // borrowed
+
+// Hooks threading in the current interpreter once it is loaded, at most once.
+// Keeps any pending exception and never raises: it runs inside CPython's
+// starting of a thread. PRECONDITION: GIL held.
+void EnsureThreadHooks() {
+  PyObject* state = InterpreterDict();
+  PyObject* install = state != nullptr ? PyDict_GetItemString(state, kThreadHooksKey) : nullptr;  // borrowed
+  if (install == nullptr) return;
+  PyObject *type = nullptr, *value = nullptr, *tb = nullptr;
+  PyErr_Fetch(&type, &value, &tb);
+  // Out of the dict while it runs: it sets class attributes, which raises
+  // audit events that come back here.
+  PyRef fn = PyRef::Borrow(install);
+  PyDict_DelItemString(state, kThreadHooksKey);
+  PyRef done = PyRef::Steal(PyObject_CallNoArgs(fn.get()));
+  if (!done || PyObject_IsTrue(done.get()) != 1) PyDict_SetItemString(state, kThreadHooksKey, fn.get());
+  PyErr_Clear();
+  PyErr_Restore(type, value, tb);
+}
+
+#if PY_VERSION_HEX >= 0x030C0000
+// A C audit hook (PySys_AddAuditHook): invisible to Python code, unlike
+// sys.addaudithook or a wrapper. threading starts every thread through
+// _thread.start_new_thread (3.12) or _thread.start_joinable_thread (3.13),
+// both audited before the new thread exists.
+int AuditHook(const char* event, PyObject*, void*) {
+  if (std::strncmp(event, "_thread.start_", 14) == 0) EnsureThreadHooks();
+  return 0;
+}
+#else
+// 3.11 audits no thread start: `_thread.start_new_thread` (which threading
+// binds as `_start_new_thread` when imported) is replaced by a built-in
+// function of the same name, bound like the original to the `_thread` module
+// (so it reads `<built-in function start_new_thread>`), that hooks threading
+// and then calls the original, kept in the interpreter's state dict.
+constexpr const char* kStartNewThreadKey = "gilscope.start_new_thread";
+
+PyObject* StartNewThread(PyObject*, PyObject* args, PyObject* kwargs) {
+  EnsureThreadHooks();
+  PyObject* state = InterpreterDict();
+  PyObject* original = state != nullptr ? PyDict_GetItemString(state, kStartNewThreadKey) : nullptr;  // borrowed
+  if (original == nullptr) {
+    PyErr_SetString(PyExc_RuntimeError, "_thread.start_new_thread is gone");
+    return nullptr;
+  }
+  PyRef keep = PyRef::Borrow(original);
+  return PyObject_Call(keep.get(), args, kwargs);
+}
+PyMethodDef g_start_new_thread_def = {"start_new_thread", reinterpret_cast<PyCFunction>(
+                                                              reinterpret_cast<void (*)()>(&StartNewThread)),
+                                      METH_VARARGS | METH_KEYWORDS, nullptr};
+
+void WrapStartNewThread() {
+  PyRef thread = PyRef::Steal(PyImport_ImportModule("_thread"));  // loaded at every start-up
+  PyRef original = thread ? PyRef::Steal(PyObject_GetAttrString(thread.get(), "start_new_thread")) : PyRef();
+  if (!original || !PyCFunction_Check(original.get())) ThrowIfError("_thread.start_new_thread");
+  if (PyCFunction_GetFunction(original.get()) == g_start_new_thread_def.ml_meth) return;
+  // The same docstring as the original (static text in CPython).
+  g_start_new_thread_def.ml_doc = reinterpret_cast<PyCFunctionObject*>(original.get())->m_ml->ml_doc;
+  PyObject* state = InterpreterDict();
+  PyRef module_name = PyRef::Steal(PyUnicode_FromString("_thread"));
+  PyRef wrapper = PyRef::Steal(PyCFunction_NewEx(&g_start_new_thread_def, thread.get(), module_name.get()));
+  if (state == nullptr || !wrapper || PyDict_SetItemString(state, kStartNewThreadKey, original.get()) != 0 ||
+      PyObject_SetAttrString(thread.get(), "start_new_thread", wrapper.get()) != 0) {
+    ThrowIfError("wrapping _thread.start_new_thread");
+  }
+}
+#endif
+
+// atexit.register(fn), leaving sys.modules as it was: the handler lives in
+// the interpreter's own atexit state, which a later `import atexit` by the
+// script shares, so registration order (ours first, run last) is kept.
+void RegisterAtExit(PyObject* fn) {
+  PyObject* modules = PyImport_GetModuleDict();  // borrowed
+  const bool loaded = PyDict_GetItemString(modules, "atexit") != nullptr;
+  PyRef atexit = PyRef::Steal(PyImport_ImportModule("atexit"));
+  PyRef r = atexit ? PyRef::Steal(PyObject_CallMethod(atexit.get(), "register", "O", fn)) : PyRef();
+  if (!r) ThrowIfError("atexit.register");
+  if (!loaded && PyDict_DelItemString(modules, "atexit") != 0) ThrowIfError("sys.modules");
+}
 
 }  // namespace
 
@@ -266,7 +436,14 @@ std::vector<std::pair<std::uint32_t, std::string>> MarkerNames() {
   return names;
 }
 
-void RegisterBuiltinModule() { PyImport_AppendInittab("_gilscope", &InitModule); }
+void RegisterBuiltinModule() {
+  PyImport_AppendInittab("gilscope", &InitPublicModule);
+#if PY_VERSION_HEX >= 0x030C0000
+  // Runtime-wide and before start-up, so every interpreter has it and no
+  // `sys.addaudithook` event is raised.
+  PySys_AddAuditHook(&AuditHook, nullptr);
+#endif
+}
 
 void SetStopCallback(std::function<void()> on_stop) {
   std::lock_guard<std::mutex> lock(g_stop_mutex);
@@ -274,14 +451,46 @@ void SetStopCallback(std::function<void()> on_stop) {
 }
 
 void InstallPythonHelpers() {
+  // threading's name for the thread that starts the interpreter.
+  recorder::SetCurrentThreadName("MainThread");
   PyRef globals = PyRef::Steal(PyDict_New());
   ThrowIfError("helpers");
-  PyDict_SetItemString(globals.get(), "__builtins__", PyEval_GetBuiltins());
+  for (PyMethodDef* def : {&g_set_thread_name_def, &g_exception_def, &g_format_tb_def}) {
+    PyRef fn = NewFunction(def);
+    if (!fn || PyDict_SetItemString(globals.get(), def->ml_name, fn.get()) != 0) ThrowIfError("helpers");
+  }
   // Compiled under the name "<gilscope>", which is how its frame reads in
   // a traceback of a script's thread.
-  PyRef code = PyRef::Steal(Py_CompileString(kHelpers, "<gilscope>", Py_file_input));
-  PyRef result = code ? PyRef::Steal(PyEval_EvalCode(code.get(), globals.get(), globals.get())) : PyRef();
-  if (!result) ThrowIfError("installing gilscope's Python helpers");
+  if (!RunInNamespace(kHelpers, "<gilscope>", globals.get())) ThrowIfError("installing gilscope's Python helpers");
+  PyObject* state = InterpreterDict();
+  if (state == nullptr) throw PyError("the interpreter has no state dict for gilscope's helpers");
+  if (PyDict_SetItemString(state, kThreadHooksKey, PyDict_GetItemString(globals.get(), "_install_thread_hooks")) != 0 ||
+      PyDict_SetItemString(state, kRecordExceptionKey, PyDict_GetItemString(globals.get(), "_record_exception")) != 0) {
+    ThrowIfError("helpers");
+  }
+#if PY_VERSION_HEX < 0x030C0000
+  WrapStartNewThread();
+#endif
+  // A script that imported threading before this ran (none does: this runs
+  // first) would be hooked here.
+  EnsureThreadHooks();
+  PyRef stop = NewFunction(&g_stop_def);
+  if (!stop) ThrowIfError("helpers");
+  RegisterAtExit(stop.get());
+}
+
+void RecordException(PyObject* type, PyObject* value, PyObject* traceback, bool main) {
+  PyObject* state = InterpreterDict();
+  PyObject* record = state != nullptr ? PyDict_GetItemString(state, kRecordExceptionKey) : nullptr;  // borrowed
+  if (record == nullptr || type == nullptr) return;
+  PyObject *pending_type = nullptr, *pending_value = nullptr, *pending_tb = nullptr;
+  PyErr_Fetch(&pending_type, &pending_value, &pending_tb);
+  PyRef keep = PyRef::Borrow(record);
+  PyRef r = PyRef::Steal(PyObject_CallFunctionObjArgs(keep.get(), type, value ? value : Py_None,
+                                                      traceback ? traceback : Py_None, main ? Py_True : Py_False,
+                                                      nullptr));
+  PyErr_Clear();
+  PyErr_Restore(pending_type, pending_value, pending_tb);
 }
 
 }  // namespace gilscope::python

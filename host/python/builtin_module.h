@@ -1,14 +1,24 @@
-// The `_gilscope` built-in module: how Python code inside the host talks to it.
+// How Python code inside the host talks to it, without the script seeing more
+// than python would show it.
 //
-//   _gilscope._set_thread_name(name)  names the calling thread in the recorder
-//   _gilscope._stop()                 the run's end (called from atexit, after
-//                                     CPython joined the script's threads)
-//   _gilscope._mark(name, kind)       a marker on the timeline (0 instant,
-//                                     1 region begin, 2 region end)
-// and the public `gilscope` module scripts import: mark(), region(), active().
+// The public `gilscope` module scripts import (mark(), region(), active()) is
+// a built-in module: `import gilscope` finds it like `import _thread`, and it
+// is created only when a script imports it.
+//
+// The host's own Python helpers run in a private namespace and import nothing
+// the script's python would not have imported (sys.modules at the script's
+// first line is python's): they hook into `threading` lazily, when the first
+// threading.Thread starts (CPython 3.12+: the `_thread.start_new_thread` /
+// `_thread.start_joinable_thread` audit event, through a C audit hook no
+// Python code can see; 3.11, which has no such event: a built-in wrapper
+// around `_thread.start_new_thread`, installed before threading can capture
+// it). From then on each thread names itself in the recorder and its
+// uncaught exception is recorded before its own excepthook call runs.
 //
 // RegisterBuiltinModule() must run before the interpreter is initialised.
 #pragma once
+
+#include <Python.h>
 
 #include <cstdint>
 #include <functional>
@@ -24,10 +34,18 @@ void RegisterBuiltinModule();
 // PRECONDITION: the GIL of the current interpreter is held.
 void SetStopCallback(std::function<void()> on_stop);
 
-// Installs the Python-side helpers: thread naming through threading.Thread,
-// the main thread's name, the atexit hook calling _gilscope._stop().
+// Installs the host's Python side in the current interpreter: the calling
+// thread named "MainThread" (threading's name for it), the lazy threading
+// hooks, and an atexit handler calling the stop callback (registered first,
+// so it runs after the script's own handlers).
 // PRECONDITION: the GIL is held, the interpreter initialised. Throws PyError.
 void InstallPythonHelpers();
+
+// Records the exception (type, value, traceback) for the report, as the
+// script's own uncaught exception when `main`. Leaves any pending exception
+// alone; does nothing where InstallPythonHelpers() did not run.
+// PRECONDITION: the GIL is held.
+void RecordException(PyObject* type, PyObject* value, PyObject* traceback, bool main);
 
 // Marker names this process has handed out ids for (id, name), for the
 // names file. Thread-safe.

@@ -1,16 +1,19 @@
+// Reading events.raw (format in raw_file.h). One reader serves both ways of
+// reading a file: an index pass (Indexer) checks every record and notes
+// where each stream's blocks are, then a BlockDecoder turns blocks into
+// events through a fixed window. ReadRawFile() decodes every block in file
+// order into memory; RawFileSource hands out cursors that decode one
+// stream's blocks as they are read.
+
 #include "report/raw_file.h"
-#include "report/huge_pages.h"
-#include "report/text_util.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <bit>
 #include <cerrno>
-#include <cmath>
 #include <cstddef>
 #include <cstdio>
 #include <cstring>
@@ -21,239 +24,158 @@
 #include <string_view>
 #include <utility>
 
+#include "report/huge_pages.h"
+#include "report/raw_format.h"
+#include "report/text_util.h"
+
 namespace gilscope::report {
 
-// Events go to disk as their in-memory bytes, which is the little-endian
-// layout the format defines only on a little-endian host with this layout.
+// Raw EVENTS blocks are copied into recorder::Event as they are, which is
+// the format's little-endian layout only on a little-endian host with this
+// layout.
 static_assert(std::endian::native == std::endian::little, "events.raw is little-endian: add byte swapping");
 static_assert(sizeof(recorder::Event) == 16);
 static_assert(offsetof(recorder::Event, ts) == 0 && offsetof(recorder::Event, kind) == 8 &&
               offsetof(recorder::Event, gil) == 9 && offsetof(recorder::Event, flags) == 10 &&
               offsetof(recorder::Event, aux) == 12);
 
-namespace {
+namespace raw {
 
 using nlohmann::json;
-using nlohmann::ordered_json;
 
-constexpr unsigned char kMagic[8] = {0x89, 'G', 'I', 'L', 'R', 'A', 'W', '\n'};
-constexpr std::size_t kEventSize = sizeof(recorder::Event);
-constexpr std::size_t kBlockHeaderSize = 8;  // u32 stream, u32 count
 constexpr int kMaxJsonDepth = 16;
-// The largest block the writer builds: header and events fill its buffer.
-constexpr std::size_t kMaxBlockEvents =
-    (RawWriter::kBufferSize - kRawRecordHeaderSize - kBlockHeaderSize) / kEventSize;
-
-std::uint32_t LoadU32(const unsigned char* p) {
-  std::uint32_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-std::uint16_t LoadU16(const unsigned char* p) {
-  std::uint16_t v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-void StoreU32(char* p, std::uint32_t v) { std::memcpy(p, &v, sizeof v); }
-void StoreU16(char* p, std::uint16_t v) { std::memcpy(p, &v, sizeof v); }
+// The index pass reads the file front to back through this much.
+constexpr std::size_t kScanBuffer = std::size_t{64} << 10;
+// A decoder's window onto its block: 2,000+ raw events or ~10,000 packed
+// ones per pread, small enough for a cursor per thread of a big run.
+constexpr std::size_t kWindow = std::size_t{32} << 10;
+// The smallest window: a multiple of 16 (raw events never straddle a
+// refill) holding two of the longest packed events.
+constexpr std::size_t kMinWindow = 64;
+static_assert(kMinWindow % kEventSize == 0 && kMinWindow >= 2 * kMaxPackedEventBytes);
+static_assert(kWindow % kEventSize == 0);
+// ReadRawFile copies decoded events into a stream's array through this many
+// at a time (64 KiB, stays in cache).
+constexpr std::size_t kChunkEvents = 4096;
 
 std::string ErrnoText(int error) { return std::strerror(error); }
 
-// A switch without default: adding an EventKind makes -Wswitch point here.
-bool IsKnownKind(recorder::EventKind kind) {
-  switch (kind) {
-    case recorder::EventKind::kRequest:
-    case recorder::EventKind::kWaitTimeout:
-    case recorder::EventKind::kAcquired:
-    case recorder::EventKind::kReleased:
-    case recorder::EventKind::kThreadState:
-    case recorder::EventKind::kThreadExit:
-    case recorder::EventKind::kFrame:
-    case recorder::EventKind::kMark:
-    case recorder::EventKind::kRegionBegin:
-    case recorder::EventKind::kRegionEnd:
-      return true;
-  }
-  return false;
+std::string Hex32(std::uint32_t v) {
+  char text[16];
+  std::snprintf(text, sizeof text, "0x%08x", v);
+  return text;
 }
 
-const char* RecordName(std::uint32_t type) {
-  switch (static_cast<RawRecordType>(type)) {
-    case RawRecordType::kEvents: return "EVENTS";
-    case RawRecordType::kStream: return "STREAM";
-    case RawRecordType::kRun: return "RUN";
-    case RawRecordType::kEnd: return "END";
-  }
-  return "unknown";
+std::string HexByte(std::uint64_t v) {
+  char text[8];
+  std::snprintf(text, sizeof text, "0x%02x", static_cast<unsigned>(v & 0xFF));
+  return text;
 }
 
-// ---------------------------------------------------------------- writing
+// ---------------------------------------------------------------- bytes
 
-ordered_json EncodeString(const std::string& s) {
-  if (IsValidUtf8(s)) return s;
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string hex;
-  hex.reserve(2 * s.size());
-  for (char c : s) {
-    const auto b = static_cast<unsigned char>(c);
-    hex.push_back(kHex[b >> 4]);
-    hex.push_back(kHex[b & 0xF]);
-  }
-  return ordered_json{{"hex", std::move(hex)}};
-}
-
-ordered_json EncodeStrings(const std::vector<std::string>& strings) {
-  ordered_json array = ordered_json::array();
-  for (const std::string& s : strings) array.push_back(EncodeString(s));
-  return array;
-}
-
-ordered_json EncodeDouble(double v) { return std::isfinite(v) ? ordered_json(v) : ordered_json(nullptr); }
-
-std::string Dump(const ordered_json& doc) {
-  // Strict: every string was checked (or hex-encoded) above, so a failure
-  // here is a bug, not data to paper over.
-  return doc.dump(-1, ' ', /*ensure_ascii=*/false, ordered_json::error_handler_t::strict);
-}
-
-std::string StreamJson(const ThreadTrace& t, std::uint32_t stream) {
-  ordered_json doc;
-  doc["id"] = stream;
-  doc["native_id"] = t.native_id;
-  doc["pid"] = t.pid;
-  doc["name"] = EncodeString(t.name);
-  doc["dropped"] = t.dropped;
-  doc["cpu_s"] = EncodeDouble(t.cpu_s);
-  return Dump(doc);
-}
-
-std::string RunJson(const RunTrace& run) {
-  const RunInfo& i = run.info;
-  ordered_json info;
-  info["gilscope_version"] = EncodeString(i.gilscope_version);
-  info["python_version"] = EncodeString(i.python_version);
-  info["script"] = EncodeString(i.script);
-  info["args"] = EncodeStrings(i.args);
-  info["mode"] = EncodeString(i.mode);
-  info["instances"] = i.instances;
-  info["status"] = EncodeString(i.status);
-  info["exit_code"] = i.exit_code;
-  info["switch_interval_s"] = EncodeDouble(i.switch_interval_s);
-  info["signal"] = i.signal;
-  info["cpu_count"] = i.cpu_count;
-
-  ordered_json gils = ordered_json::array();
-  for (const GilInfo& g : run.gils) {
-    gils.push_back({{"id", g.id},
-                    {"interpreter", g.interpreter},
-                    {"cpython_switch_start", g.cpython_switch_start},
-                    {"cpython_switch_end", g.cpython_switch_end},
-                    {"holder_tstate_at_start", g.holder_tstate_at_start},
-                    {"pid", g.pid},
-                    {"instance", g.instance},
-                    {"start_ns", g.start_ns},
-                    {"end_ns", g.end_ns}});
-  }
-  ordered_json processes = ordered_json::array();
-  for (const ProcessInfo& p : run.processes) {
-    processes.push_back({{"pid", p.pid},
-                         {"parent_pid", p.parent_pid},
-                         {"role", EncodeString(p.role)},
-                         {"status", EncodeString(p.status)},
-                         {"exit_status", p.exit_status},
-                         {"instance", p.instance}});
-  }
-  ordered_json deadlock;
-  deadlock["summary"] = EncodeString(run.deadlock.summary);
-  deadlock["threads"] = ordered_json::array();
-  for (const BlockedThread& b : run.deadlock.threads) {
-    deadlock["threads"].push_back({{"name", EncodeString(b.name)},
-                                   {"waiting_for", EncodeString(b.waiting_for)},
-                                   {"held_by", EncodeString(b.held_by)},
-                                   {"holds", EncodeStrings(b.holds)},
-                                   {"stack", EncodeString(b.stack)}});
-  }
-  ordered_json exceptions = ordered_json::array();
-  for (const ScriptException& e : run.exceptions) {
-    exceptions.push_back({{"pid", e.pid},
-                          {"native_id", e.native_id},
-                          {"thread", EncodeString(e.thread)},
-                          {"type", EncodeString(e.type)},
-                          {"message", EncodeString(e.message)},
-                          {"traceback", EncodeString(e.traceback)},
-                          {"main", e.main},
-                          {"time_ns", e.time_ns}});
-  }
-  ordered_json code = ordered_json::array();
-  for (const CodeInfo& c : run.code) {
-    code.push_back({{"id", c.id},
-                    {"pid", c.pid},
-                    {"function", EncodeString(c.function)},
-                    {"file", EncodeString(c.file)},
-                    {"first_line", c.first_line}});
-  }
-
-  ordered_json doc;
-  doc["info"] = std::move(info);
-  doc["start_ns"] = run.start_ns;
-  doc["end_ns"] = run.end_ns;
-  doc["gils"] = std::move(gils);
-  doc["code"] = std::move(code);
-  doc["marker_names"] = EncodeStrings(run.marker_names);
-  doc["dropped_no_slot"] = run.dropped_no_slot;
-  // Added after the first files were written: readers treat them as optional.
-  doc["processes"] = std::move(processes);
-  doc["deadlock"] = std::move(deadlock);
-  if (!exceptions.empty()) doc["exceptions"] = std::move(exceptions);
-  return Dump(doc);
-}
-
-// ---------------------------------------------------------------- reading
-
-// Sequential bytes with a known total size, from memory or from a file.
-class Source {
+// The bytes of a file or of memory, read at any offset. The size is taken
+// once, at the start: every length in the file is checked against it.
+class Bytes {
  public:
-  virtual ~Source() = default;
-  // Copies exactly n bytes from the current position; the caller has checked
-  // that n bytes are left. Throws RawFileError on an I/O error.
-  virtual void Read(void* dst, std::size_t n) = 0;
-  virtual void Skip(std::uint64_t n) = 0;
-  // Goes back to byte `pos` (<= the bytes read or skipped so far).
-  virtual void Rewind(std::uint64_t pos) = 0;
+  Bytes(std::string name, std::uint64_t size) : name_(std::move(name)), size_(size) {}
+  virtual ~Bytes() = default;
+  Bytes(const Bytes&) = delete;
+  Bytes& operator=(const Bytes&) = delete;
+
+  // Copies exactly n bytes at `offset`; the caller has checked that
+  // offset + n <= size(). Throws RawFileError on an I/O error. Safe to call
+  // from several threads at once.
+  virtual void ReadAt(std::uint64_t offset, void* dst, std::size_t n) const = 0;
+
+  const std::string& name() const { return name_; }
+  std::uint64_t size() const { return size_; }
+
+ private:
+  const std::string name_;
+  const std::uint64_t size_;
 };
 
-class MemorySource final : public Source {
+class MemoryBytes final : public Bytes {
  public:
-  explicit MemorySource(const void* data) : data_(static_cast<const unsigned char*>(data)) {}
-  void Read(void* dst, std::size_t n) override {
-    if (n != 0) std::memcpy(dst, data_ + pos_, n);
-    pos_ += n;
+  MemoryBytes(const void* data, std::size_t size, std::string name)
+      : Bytes(std::move(name), size), data_(static_cast<const unsigned char*>(data)) {}
+  void ReadAt(std::uint64_t offset, void* dst, std::size_t n) const override {
+    if (n != 0) std::memcpy(dst, data_ + offset, n);
   }
-  void Skip(std::uint64_t n) override { pos_ += n; }
-  void Rewind(std::uint64_t pos) override { pos_ = static_cast<std::size_t>(pos); }
 
  private:
   const unsigned char* data_;
-  std::size_t pos_ = 0;
 };
 
-// Reads through a 64 KiB buffer: files of many small records would otherwise
-// cost a system call per record header.
-class FileSource final : public Source {
+// An open file, read with pread (never mapped: resident pages of a mapping
+// would count in the reader's memory). Owns the descriptor.
+class FileBytes final : public Bytes {
  public:
-  FileSource(int fd, std::string name) : fd_(fd), name_(std::move(name)), buffer_(64 * 1024) {}
-  void Read(void* dst, std::size_t n) override {
+  // Opens `path` (also its name in messages): a regular file only.
+  static std::unique_ptr<FileBytes> Open(const std::string& path) {
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
+    // below as not a regular file.
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) throw RawFileError(path + ": cannot open: " + ErrnoText(errno));
+    struct stat st;
+    std::string problem;
+    if (::fstat(fd, &st) != 0) {
+      problem = "cannot stat: " + ErrnoText(errno);
+    } else if (S_ISDIR(st.st_mode)) {
+      problem = "is a directory, not a gilscope raw events file";
+    } else if (!S_ISREG(st.st_mode)) {
+      problem = "not a regular file";
+    }
+    if (!problem.empty()) {
+      ::close(fd);
+      throw RawFileError(path + ": " + problem);
+    }
+    // The size now bounds every read: a file still growing is read as it was.
+    return std::unique_ptr<FileBytes>(new FileBytes(fd, path, static_cast<std::uint64_t>(st.st_size)));
+  }
+  ~FileBytes() override { ::close(fd_); }
+
+  void ReadAt(std::uint64_t offset, void* dst, std::size_t n) const override {
+    auto* out = static_cast<unsigned char*>(dst);
+    while (n > 0) {
+      const ssize_t got = ::pread(fd_, out, n, static_cast<off_t>(offset));
+      if (got > 0) {
+        out += got;
+        n -= static_cast<std::size_t>(got);
+        offset += static_cast<std::uint64_t>(got);
+      } else if (got == 0) {
+        // Open() measured these bytes: end of file means it shrank.
+        throw RawFileError(name() + ": the file shrank while being read: it ends at byte " + std::to_string(offset));
+      } else if (errno != EINTR) {
+        throw RawFileError(name() + ": read error at byte " + std::to_string(offset) + ": " + ErrnoText(errno));
+      }
+    }
+  }
+
+ private:
+  FileBytes(int fd, std::string name, std::uint64_t size) : Bytes(std::move(name), size), fd_(fd) {}
+  const int fd_;
+};
+
+// Front-to-back reads through a buffer, for the index pass: files of many
+// small records would otherwise cost a system call per record header.
+class Scanner {
+ public:
+  explicit Scanner(const Bytes& bytes)
+      : bytes_(bytes), buffer_(static_cast<std::size_t>(std::min<std::uint64_t>(bytes.size(), kScanBuffer))) {}
+
+  // Copies the next n bytes (the caller has checked they exist).
+  void Read(void* dst, std::size_t n) {
     auto* out = static_cast<unsigned char*>(dst);
     while (n > 0) {
       if (begin_ == end_) {
         if (n >= buffer_.size()) {  // large reads go straight to their destination
-          const std::size_t got = ReadSome(out, n);
-          out += got;
-          n -= got;
-          continue;
+          bytes_.ReadAt(next_, out, n);
+          next_ += n;
+          return;
         }
-        begin_ = 0;
-        end_ = ReadSome(buffer_.data(), buffer_.size());
+        Fill();
       }
       const std::size_t take = std::min(n, end_ - begin_);
       std::memcpy(out, buffer_.data() + begin_, take);
@@ -262,75 +184,99 @@ class FileSource final : public Source {
       n -= take;
     }
   }
-  void Skip(std::uint64_t n) override {
+
+  void Skip(std::uint64_t n) {
     const std::uint64_t buffered = end_ - begin_;
     if (n <= buffered) {
       begin_ += static_cast<std::size_t>(n);
       return;
     }
-    n -= buffered;
     begin_ = end_ = 0;
-    SeekTo(offset_ + n);
+    next_ += n - buffered;
   }
-  void Rewind(std::uint64_t pos) override {
-    begin_ = end_ = 0;
-    SeekTo(pos);
+
+  // Feeds the next n bytes to a block checksum.
+  std::uint32_t Crc(std::uint32_t crc, std::uint64_t n) {
+    while (n > 0) {
+      if (begin_ == end_) Fill();
+      const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(n, end_ - begin_));
+      crc = BlockCrcAdd(crc, buffer_.data() + begin_, take);
+      begin_ += take;
+      n -= take;
+    }
+    return crc;
   }
 
  private:
-  void SeekTo(std::uint64_t offset) {
-    offset_ = offset;
-    if (lseek(fd_, static_cast<off_t>(offset_), SEEK_SET) < 0) {
-      throw RawFileError(name_ + ": cannot seek to byte " + std::to_string(offset_) + ": " + ErrnoText(errno));
-    }
+  void Fill() {
+    const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(buffer_.size(), bytes_.size() - next_));
+    bytes_.ReadAt(next_, buffer_.data(), take);
+    next_ += take;
+    begin_ = 0;
+    end_ = take;
   }
 
-  // Returns 1..n bytes read at offset_, or throws: the caller knows from the
-  // size taken at open that they exist, so end of file means it shrank.
-  std::size_t ReadSome(unsigned char* dst, std::size_t n) {
-    for (;;) {
-      const ssize_t got = ::read(fd_, dst, n);
-      if (got > 0) {
-        offset_ += static_cast<std::uint64_t>(got);
-        return static_cast<std::size_t>(got);
-      }
-      if (got == 0) {
-        throw RawFileError(name_ + ": the file shrank while being read: it ends at byte " +
-                           std::to_string(offset_));
-      }
-      if (errno != EINTR) {
-        throw RawFileError(name_ + ": read error at byte " + std::to_string(offset_) + ": " + ErrnoText(errno));
-      }
-    }
-  }
-
-  int fd_;
-  std::string name_;
+  const Bytes& bytes_;
   std::vector<unsigned char> buffer_;
   std::size_t begin_ = 0, end_ = 0;  // unread bytes of buffer_
-  std::uint64_t offset_ = 0;         // file offset of the next read()
+  std::uint64_t next_ = 0;           // offset of the byte after buffer_'s
+};
+
+// ---------------------------------------------------------------- index
+
+// Where one EVENTS or PACKED block's events are.
+struct BlockRef {
+  std::uint64_t data = 0;    // offset of its first event byte
+  std::uint32_t bytes = 0;   // event bytes
+  std::uint32_t count = 0;   // events
+  std::uint32_t stream = 0;  // index in RawIndex's streams (its id while indexing)
+  bool packed = false;
+
+  // The offset of the record it is in, for messages.
+  std::uint64_t record() const {
+    return data - kRawRecordHeaderSize - (packed ? kPackedHeaderSize : kBlockHeaderSize);
+  }
+};
+
+// What the index pass learns: everything but the events themselves.
+struct RawIndex {
+  std::uint16_t version = 0;
+  RunTrace meta;  // threads: one identity per stream, in stream-id order, no events
+  std::vector<std::uint32_t> stream_ids;
+  std::vector<std::uint32_t> streams_without_identity;
+  std::vector<std::uint64_t> stream_events;                // per stream
+  std::vector<std::vector<std::uint32_t>> stream_blocks;   // per stream: its blocks, in file order
+  std::vector<BlockRef> blocks;                            // every block, in file order
+  std::uint32_t largest_block = 0;                         // bytes
+  bool finished = false;
+  bool has_run = false;
+  std::uint64_t events = 0;
+  std::uint64_t whole_bytes = 0;
+  std::uint64_t torn_bytes = 0;
 };
 
 struct StreamState {
-  ThreadTrace thread;
+  ThreadTrace identity;
   bool has_identity = false;
   bool has_events = false;
-  std::uint64_t first_events_at = 0;  // byte offset of its first EVENTS record
+  std::uint64_t first_events_at = 0;  // offset of its first block's record
+  std::uint64_t events = 0;
+  std::vector<std::uint32_t> blocks;
 };
 
 // Reads records in order, checking each before believing it. JSON problems
 // name the record (where_) and the field's dotted path ("info.args[2]").
-class Parser {
+// Events are not decoded here (BlockDecoder does that), but every PACKED
+// block's checksum is checked, so that a corrupt block is found (and a
+// corrupt last block of an unfinished file taken for the crash it is)
+// before anything is read from it.
+class Indexer {
  public:
-  Parser(Source& source, std::uint64_t size, std::string name, const ReadOptions& options)
-      : source_(source), size_(size), name_(std::move(name)), options_(options) {}
+  Indexer(const Bytes& bytes, const ReadOptions& options)
+      : scan_(bytes), size_(bytes.size()), name_(bytes.name()), options_(options) {}
 
-  RawContents Run() {
+  RawIndex Run() {
     ReadHeader();
-    if (options_.keep_events) {
-      CountStreamEvents();
-      source_.Rewind(kRawHeaderSize);
-    }
     std::uint64_t pos = kRawHeaderSize;
     bool end_seen = false;
     std::uint64_t end_at = 0;
@@ -345,7 +291,7 @@ class Parser {
              " left");
       }
       unsigned char head[kRawRecordHeaderSize];
-      source_.Read(head, sizeof head);
+      scan_.Read(head, sizeof head);
       const std::uint32_t type = LoadU32(head);
       const std::uint32_t length = LoadU32(head + 4);
       const std::uint64_t payload_left = left - kRawRecordHeaderSize;
@@ -354,9 +300,13 @@ class Parser {
         Fail("truncated at byte " + std::to_string(pos) + ": " + RecordLabel(type) + " record claims " +
              std::to_string(length) + " bytes, " + std::to_string(payload_left) + " left");
       }
+      bool torn = false;
       switch (static_cast<RawRecordType>(type)) {
         case RawRecordType::kEvents:
           ReadEvents(pos, length);
+          break;
+        case RawRecordType::kPacked:
+          torn = !ReadPacked(pos, length);
           break;
         case RawRecordType::kStream:
           ReadStream(ReadJson(pos, type, length));
@@ -377,9 +327,10 @@ class Parser {
           if ((type & kRawOptionalRecordBit) == 0) {
             Fail("unknown record type " + std::to_string(type) + " at byte " + std::to_string(pos));
           }
-          source_.Skip(length);
+          scan_.Skip(length);
           break;
       }
+      if (torn) break;
       pos += kRawRecordHeaderSize + length;
       out_.whole_bytes = pos;
     }
@@ -398,7 +349,14 @@ class Parser {
         out_.streams_without_identity.push_back(id);
       }
       out_.stream_ids.push_back(id);
-      out_.trace.threads.push_back(std::move(stream.thread));
+      out_.meta.threads.push_back(std::move(stream.identity));
+      out_.stream_events.push_back(stream.events);
+      out_.stream_blocks.push_back(std::move(stream.blocks));
+    }
+    // Blocks named their stream by id until the streams were known.
+    for (BlockRef& block : out_.blocks) {
+      const auto at = std::lower_bound(out_.stream_ids.begin(), out_.stream_ids.end(), block.stream);
+      block.stream = static_cast<std::uint32_t>(at - out_.stream_ids.begin());
     }
     return std::move(out_);
   }
@@ -424,7 +382,7 @@ class Parser {
     if (size_ == 0) Fail("empty file (0 bytes): not a gilscope raw events file");
     unsigned char header[kRawHeaderSize] = {};
     const std::size_t have = static_cast<std::size_t>(std::min<std::uint64_t>(size_, kRawHeaderSize));
-    source_.Read(header, have);
+    scan_.Read(header, have);
     if (std::memcmp(header, kMagic, std::min(have, sizeof kMagic)) != 0) {
       Fail("not a gilscope raw events file (bad magic)");
     }
@@ -447,46 +405,35 @@ class Parser {
       std::snprintf(hex, sizeof hex, "0x%x", flags);
       Fail(std::string("unknown header flags ") + hex + " (written by a newer gilscope?)");
     }
+    out_.version = version;
   }
 
-  StreamState& Stream(std::uint32_t id) { return streams_[id]; }
-
-  // A first pass over the record headers only: how many events each stream's
-  // EVENTS blocks hold, so that ReadEvents allocates each stream's array
-  // once, at its final size, instead of regrowing (and copying) it. It
-  // believes a count only when its block fits in the file, so the sum stays
-  // below size_ / 16; it stops quietly at anything wrong, which the real pass
-  // then reports where it is.
-  void CountStreamEvents() {
-    std::uint64_t pos = kRawHeaderSize;
-    while (size_ - pos >= kRawRecordHeaderSize) {
-      unsigned char head[kRawRecordHeaderSize];
-      source_.Read(head, sizeof head);
-      const std::uint32_t type = LoadU32(head);
-      const std::uint32_t length = LoadU32(head + 4);
-      if (length > size_ - pos - kRawRecordHeaderSize) return;
-      std::uint64_t payload = length;
-      if (type == static_cast<std::uint32_t>(RawRecordType::kEvents) && length >= kBlockHeaderSize) {
-        unsigned char block[kBlockHeaderSize];
-        source_.Read(block, sizeof block);
-        payload -= kBlockHeaderSize;
-        const std::uint32_t count = LoadU32(block + 4);
-        if (std::uint64_t{count} * kEventSize == payload) expected_events_[LoadU32(block)] += count;
-      } else if (type == static_cast<std::uint32_t>(RawRecordType::kEnd)) {
-        return;
-      }
-      source_.Skip(payload);
-      pos += kRawRecordHeaderSize + length;
+  void AddBlock(std::uint32_t id, std::uint64_t pos, const BlockRef& block) {
+    StreamState& stream = streams_[id];
+    if (!stream.has_events) {
+      stream.has_events = true;
+      stream.first_events_at = pos;
     }
+    // A block takes 16+ bytes of file: 2^32 of them need a 64 GiB file.
+    if (out_.blocks.size() >= std::numeric_limits<std::uint32_t>::max()) {
+      Fail("more than 2^32 event blocks (at byte " + std::to_string(pos) + ")");
+    }
+    stream.blocks.push_back(static_cast<std::uint32_t>(out_.blocks.size()));
+    stream.events += block.count;
+    out_.events += block.count;
+    out_.largest_block = std::max(out_.largest_block, block.bytes);
+    out_.blocks.push_back(block);
   }
 
+  // A raw block: its count must fill it exactly. Its events' kinds are
+  // checked when they are decoded.
   void ReadEvents(std::uint64_t pos, std::uint32_t length) {
     if (length < kBlockHeaderSize) {
       Fail("EVENTS record at byte " + std::to_string(pos) + " is " + std::to_string(length) +
            " bytes, shorter than its 8-byte block header");
     }
     unsigned char block[kBlockHeaderSize];
-    source_.Read(block, sizeof block);
+    scan_.Read(block, sizeof block);
     const std::uint32_t id = LoadU32(block);
     const std::uint32_t count = LoadU32(block + 4);
     const std::uint64_t expected = kBlockHeaderSize + std::uint64_t{count} * kEventSize;
@@ -494,51 +441,48 @@ class Parser {
       Fail("EVENTS record at byte " + std::to_string(pos) + " claims " + std::to_string(count) + " events (" +
            std::to_string(expected) + " bytes) but is " + std::to_string(length) + " bytes");
     }
-    StreamState& stream = Stream(id);
-    if (!stream.has_events) {
-      stream.has_events = true;
-      stream.first_events_at = pos;
-    }
-    const std::uint64_t first_event_at = pos + kRawRecordHeaderSize + kBlockHeaderSize;
-    out_.events += count;
-    std::vector<recorder::Event>* events = nullptr;
-    if (options_.keep_events) {
-      events = &stream.thread.events;
-      // Bounded: the first pass believed only blocks that fit in the file.
-      if (events->empty()) {
-        const auto expected = expected_events_.find(id);
-        if (expected != expected_events_.end()) ReserveHuge(*events, expected->second);
-      }
-    }
-    // Through a small buffer that stays in cache: the events are checked
-    // there and then appended, so the stream's array is written exactly
-    // once (never zero-filled first) and never grows past what it holds.
-    // Grown to at most 64 KiB as blocks need it: tiny files stay tiny.
-    const std::size_t want = std::min<std::size_t>(count, kChunkEvents);
-    if (chunk_.size() < want) chunk_.resize(want);
-    for (std::uint32_t done = 0; done < count;) {
-      const std::uint32_t n = std::min<std::uint32_t>(count - done, static_cast<std::uint32_t>(chunk_.size()));
-      source_.Read(chunk_.data(), std::size_t{n} * kEventSize);
-      CheckKinds(id, chunk_.data(), n, first_event_at + std::uint64_t{done} * kEventSize);
-      if (events != nullptr) events->insert(events->end(), chunk_.data(), chunk_.data() + n);
-      done += n;
-    }
+    const std::uint32_t bytes = length - static_cast<std::uint32_t>(kBlockHeaderSize);
+    AddBlock(id, pos, BlockRef{pos + kRawRecordHeaderSize + kBlockHeaderSize, bytes, count, id, false});
+    scan_.Skip(bytes);
   }
 
-  void CheckKinds(std::uint32_t stream, const recorder::Event* events, std::size_t n, std::uint64_t first_at) const {
-    for (std::size_t i = 0; i < n; ++i) {
-      if (!IsKnownKind(events[i].kind)) {
-        Fail("unknown event kind " + std::to_string(static_cast<unsigned>(events[i].kind)) + " in stream " +
-             std::to_string(stream) + " at byte " + std::to_string(first_at + i * kEventSize));
-      }
+  // A packed block: its checksum must hold. False: it is the torn last
+  // record of an unfinished file, ignored.
+  bool ReadPacked(std::uint64_t pos, std::uint32_t length) {
+    const std::string at = "PACKED record at byte " + std::to_string(pos);
+    if (out_.version < 3) {
+      Fail(at + " in a version " + std::to_string(out_.version) + " file (packed events came with version 3)");
     }
+    if (length < kPackedHeaderSize) {
+      Fail(at + " is " + std::to_string(length) + " bytes, shorter than its 12-byte block header");
+    }
+    unsigned char block[kPackedHeaderSize];
+    scan_.Read(block, sizeof block);
+    const std::uint32_t id = LoadU32(block);
+    const std::uint32_t count = LoadU32(block + 4);
+    const std::uint32_t stored = LoadU32(block + 8);
+    const std::uint32_t bytes = length - static_cast<std::uint32_t>(kPackedHeaderSize);
+    const std::uint32_t computed = scan_.Crc(BlockCrcStart(id, count), bytes);
+    if (computed != stored) {
+      // Written last and cut or garbled by the crash that left the file
+      // unfinished: the same as a torn record.
+      if (pos + kRawRecordHeaderSize + length == size_ && Torn(pos, size_ - pos)) return false;
+      Fail(at + ": checksum mismatch (stored " + Hex32(stored) + ", computed " + Hex32(computed) +
+           "): the block is corrupt");
+    }
+    if (count > bytes) {
+      Fail(at + " claims " + std::to_string(count) + " events in " + std::to_string(bytes) +
+           " bytes; a packed event takes at least 1");
+    }
+    AddBlock(id, pos, BlockRef{pos + kRawRecordHeaderSize + kPackedHeaderSize, bytes, count, id, true});
+    return true;
   }
 
   // ------------------------------------------------------------ JSON
 
   json ReadJson(std::uint64_t pos, std::uint32_t type, std::uint32_t length) {
     std::string text(length, '\0');
-    source_.Read(text.data(), length);
+    scan_.Read(text.data(), length);
     where_ = std::string(RecordName(type)) + " record at byte " + std::to_string(pos);
     struct TooDeep {};
     const json::parser_callback_t depth_limit = [](int depth, json::parse_event_t, json&) {
@@ -690,9 +634,8 @@ class Parser {
     identity.name = String(Field(doc, "name", "name"), "name");
     identity.dropped = U64(Field(doc, "dropped", "dropped"), "dropped");
     identity.cpu_s = Double(Field(doc, "cpu_s", "cpu_s"), "cpu_s", -1);
-    StreamState& stream = Stream(id);
-    identity.events = std::move(stream.thread.events);
-    stream.thread = std::move(identity);
+    StreamState& stream = streams_[id];
+    stream.identity = std::move(identity);
     stream.has_identity = true;
   }
 
@@ -785,282 +728,317 @@ class Parser {
     }
 
     // Threads are built from the streams at the end.
-    out_.trace = std::move(run);
+    out_.meta = std::move(run);
     out_.has_run = true;
   }
 
-  Source& source_;
+  Scanner scan_;
   const std::uint64_t size_;
-  const std::string name_;
+  const std::string& name_;
   const ReadOptions options_;
-  RawContents out_;
+  RawIndex out_;
   std::map<std::uint32_t, StreamState> streams_;  // ordered: threads come out by id
-  // Events per stream id by the first pass (keep_events only).
-  std::unordered_map<std::uint32_t, std::uint64_t> expected_events_;
-  // 64 KiB: FileSource reads that much straight from the kernel into it.
-  static constexpr std::size_t kChunkEvents = 4096;
-  std::vector<recorder::Event> chunk_;
   std::string where_;                             // the JSON record being read
 };
 
-class Fd {
+// ---------------------------------------------------------------- decoding
+
+// Turns blocks into events through a fixed window onto the block (never the
+// whole block at once): raw events are copied and their kinds checked;
+// packed ones are unpacked, and must come out at exactly the block's count
+// and length.
+class BlockDecoder {
  public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) ::close(fd_);
+  // `window`: bytes of the block held at a time (kMinWindow..kWindow, a
+  // multiple of 16).
+  BlockDecoder(const Bytes& bytes, std::size_t window)
+      : bytes_(bytes), capacity_(window), window_(new unsigned char[window]) {}
+
+  // Goes to the start of `block` of stream `stream_id` (for messages).
+  void Start(const BlockRef& block, std::uint32_t stream_id) {
+    block_ = block;
+    stream_id_ = stream_id;
+    left_ = block.count;
+    state_ = PackedState{};
+    window_at_ = block.data;
+    begin_ = end_ = 0;
+    next_ = block.data;
+    stop_ = block.data + block.bytes;
+    if (left_ == 0) CheckEnd();
   }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  int release() { return std::exchange(fd_, -1); }
+
+  // Every event of the current block was read (and the block checked).
+  bool done() const { return left_ == 0; }
+
+  // Decodes up to `max` next events of the block into `out`; returns how
+  // many (0 only when done()).
+  std::size_t Read(recorder::Event* out, std::size_t max) {
+    const std::size_t n = block_.packed ? ReadPacked(out, max) : ReadRaw(out, max);
+    if (n != 0 && left_ == 0) CheckEnd();
+    return n;
+  }
 
  private:
-  int fd_;
+  std::size_t ReadRaw(recorder::Event* out, std::size_t max) {
+    std::size_t n = 0;
+    while (n < max && left_ > 0) {
+      if (begin_ == end_) Refill();  // raw blocks and the window are multiples of 16
+      const std::size_t take = std::min({max - n, std::size_t{left_}, (end_ - begin_) / kEventSize});
+      std::memcpy(out + n, window_.get() + begin_, take * kEventSize);
+      for (std::size_t i = 0; i < take; ++i) {
+        if (!IsKnownKind(out[n + i].kind)) {
+          Fail("unknown event kind " + std::to_string(static_cast<unsigned>(out[n + i].kind)), begin_ + i * kEventSize);
+        }
+      }
+      begin_ += take * kEventSize;
+      n += take;
+      left_ -= static_cast<std::uint32_t>(take);
+    }
+    return n;
+  }
+
+  std::size_t ReadPacked(recorder::Event* out, std::size_t max) {
+    std::size_t n = 0;
+    while (n < max && left_ > 0) {
+      // Afterwards, unless the window holds the rest of the block, a whole
+      // event (at most kMaxPackedEventBytes) lies at begin_.
+      if (end_ - begin_ < kMaxPackedEventBytes && next_ < stop_) Refill();
+      const unsigned char* const base = window_.get();
+      const unsigned char* p = base + begin_;
+      const unsigned char* const end = base + end_;
+      const std::size_t want = std::min(max - n, std::size_t{left_});
+      std::size_t k = 0;
+      UnpackFailure failure;
+      // Unchecked while a whole event surely lies ahead in the window...
+      if (end_ >= kMaxPackedEventBytes) {
+        const unsigned char* const last_sure = end - kMaxPackedEventBytes;
+        while (k < want && p <= last_sure) {
+          const unsigned char* const next = UnpackEvent<false>(state_, p, end, out[n + k], failure);
+          if (next == nullptr) Unpackable(failure, static_cast<std::size_t>(p - base), block_.count - left_ + k);
+          p = next;
+          ++k;
+        }
+      }
+      // ...checked byte by byte at the very end of the block.
+      if (next_ == stop_) {
+        while (k < want) {
+          const unsigned char* const next = UnpackEvent<true>(state_, p, end, out[n + k], failure);
+          if (next == nullptr) Unpackable(failure, static_cast<std::size_t>(p - base), block_.count - left_ + k);
+          p = next;
+          ++k;
+        }
+      }
+      begin_ = static_cast<std::size_t>(p - base);
+      n += k;
+      left_ -= static_cast<std::uint32_t>(k);
+    }
+    return n;
+  }
+
+  // Keeps the unread bytes and appends as many of the block's next ones as
+  // fit.
+  void Refill() {
+    if (begin_ != 0) {
+      std::memmove(window_.get(), window_.get() + begin_, end_ - begin_);
+      window_at_ += begin_;
+      end_ -= begin_;
+      begin_ = 0;
+    }
+    const std::size_t take = static_cast<std::size_t>(std::min<std::uint64_t>(capacity_ - end_, stop_ - next_));
+    bytes_.ReadAt(next_, window_.get() + end_, take);
+    next_ += take;
+    end_ += take;
+  }
+
+  void CheckEnd() const {
+    const std::uint64_t extra = (end_ - begin_) + (stop_ - next_);
+    if (extra != 0) {
+      Fail(std::string(block_.packed ? "PACKED" : "EVENTS") + " record at byte " + std::to_string(block_.record()) +
+           " (stream " + std::to_string(stream_id_) + ") has " + std::to_string(extra) + " bytes after its " +
+           std::to_string(block_.count) + " events");
+    }
+  }
+
+  [[noreturn]] void Unpackable(const UnpackFailure& failure, std::size_t at, std::uint64_t index) const {
+    switch (failure.error) {
+      case UnpackError::kTruncated:
+        Fail("PACKED record at byte " + std::to_string(block_.record()) + " (stream " + std::to_string(stream_id_) +
+             ") ends inside its event " + std::to_string(index + 1) + " of " + std::to_string(block_.count) +
+             ", which starts at byte " + std::to_string(window_at_ + at));
+      case UnpackError::kUnknownKind:
+        Fail("unknown event kind " + std::to_string(failure.value), at);
+      case UnpackError::kBadTime:
+        Fail("packed event tag " + HexByte(failure.value) + " has time mode 3", at);
+      case UnpackError::kTimeTooLong:
+        Fail("a packed time step longer than 64 bits", at);
+      case UnpackError::kFlagsTooLong:
+        Fail("packed flags longer than 3 bytes", at);
+      case UnpackError::kAuxTooLong:
+        Fail("a packed aux longer than 5 bytes", at);
+      case UnpackError::kFlagsTooBig:
+        Fail("packed flags " + std::to_string(failure.value) + " exceed 16 bits", at);
+      case UnpackError::kAuxTooBig:
+        Fail("packed aux " + std::to_string(failure.value) + " exceeds 32 bits", at);
+      case UnpackError::kNone:
+        break;
+    }
+    Fail("undecodable packed event", at);
+  }
+
+  // "<file>: <what> in stream S at byte B", B the event's first byte.
+  [[noreturn]] void Fail(const std::string& what, std::size_t at) const {
+    Fail(what + " in stream " + std::to_string(stream_id_) + " at byte " + std::to_string(window_at_ + at));
+  }
+  [[noreturn]] void Fail(const std::string& what) const { throw RawFileError(bytes_.name() + ": " + what); }
+
+  const Bytes& bytes_;
+  const std::size_t capacity_;
+  const std::unique_ptr<unsigned char[]> window_;
+  std::size_t begin_ = 0, end_ = 0;  // unread bytes of window_
+  std::uint64_t window_at_ = 0;      // file offset of window_[0]
+  std::uint64_t next_ = 0, stop_ = 0;  // the block's bytes not yet in window_
+  BlockRef block_;
+  std::uint32_t stream_id_ = 0;
+  std::uint32_t left_ = 0;  // events of the block not yet read
+  PackedState state_;
 };
 
-}  // namespace
+// The window for a file's blocks: kWindow, or less when no block needs it.
+std::size_t WindowFor(const RawIndex& index) {
+  const std::size_t block = (std::size_t{index.largest_block} + kEventSize - 1) / kEventSize * kEventSize;
+  return std::clamp(block, kMinWindow, kWindow);
+}
+
+RawContents Decode(const Bytes& bytes, const ReadOptions& options) {
+  RawIndex index = Indexer(bytes, options).Run();
+  RawContents out;
+  out.trace = std::move(index.meta);
+  out.version = index.version;
+  out.finished = index.finished;
+  out.has_run = index.has_run;
+  out.streams_without_identity = std::move(index.streams_without_identity);
+  out.stream_ids = std::move(index.stream_ids);
+  out.events = index.events;
+  out.whole_bytes = index.whole_bytes;
+  out.torn_bytes = index.torn_bytes;
+  if (options.keep_events) {
+    // Each array allocated once at its final size (the blocks' counts, which
+    // the index pass bounded by the bytes they take), so never regrown.
+    for (std::size_t i = 0; i < out.trace.threads.size(); ++i) {
+      ReserveHuge(out.trace.threads[i].events, index.stream_events[i]);
+    }
+  }
+  // In file order: one front-to-back read. Through a small chunk that stays
+  // in cache: the stream's array is written exactly once (never zero-filled
+  // first) and never grows past what it holds.
+  BlockDecoder decoder(bytes, WindowFor(index));
+  std::vector<recorder::Event> chunk(std::min<std::size_t>(kChunkEvents, index.largest_block));
+  for (const BlockRef& block : index.blocks) {
+    decoder.Start(block, out.stream_ids[block.stream]);
+    std::vector<recorder::Event>& events = out.trace.threads[block.stream].events;
+    while (!decoder.done()) {
+      const std::size_t n = decoder.Read(chunk.data(), chunk.size());
+      if (options.keep_events) events.insert(events.end(), chunk.data(), chunk.data() + n);
+    }
+  }
+  return out;
+}
+
+}  // namespace raw
+
+// ---------------------------------------------------------------- entry points
 
 RawContents ReadRawBytes(const void* data, std::size_t size, const std::string& name, const ReadOptions& options) {
-  MemorySource source(data);
-  return Parser(source, size, name, options).Run();
+  return raw::Decode(raw::MemoryBytes(data, size, name), options);
 }
 
 RawContents ReadRawFile(const std::string& path, const ReadOptions& options) {
-  // O_NONBLOCK: opening a FIFO must not wait for a writer; it is refused
-  // below as not a regular file.
-  Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
-  if (fd.get() < 0) throw RawFileError(path + ": cannot open: " + ErrnoText(errno));
-  struct stat st;
-  if (::fstat(fd.get(), &st) != 0) throw RawFileError(path + ": cannot stat: " + ErrnoText(errno));
-  if (S_ISDIR(st.st_mode)) throw RawFileError(path + ": is a directory, not a gilscope raw events file");
-  if (!S_ISREG(st.st_mode)) throw RawFileError(path + ": not a regular file");
-  // The size now bounds every read: a file still growing is read as it was.
-  FileSource source(fd.get(), path);
-  return Parser(source, static_cast<std::uint64_t>(st.st_size), path, options).Run();
+  return raw::Decode(*raw::FileBytes::Open(path), options);
 }
 
-// ---------------------------------------------------------------- RawWriter
+struct RawFileSource::Shared {
+  std::unique_ptr<raw::Bytes> bytes;
+  raw::RawIndex index;
+  std::size_t window = raw::kMinWindow;
+};
 
-RawWriter::RawWriter(std::string path, int fd, std::uint64_t size)
-    : path_(std::move(path)), fd_(fd), flushed_(size) {
-  buffer_.reserve(kBufferSize);
-}
+namespace {
 
-RawWriter::RawWriter(RawWriter&& other) noexcept { MoveFrom(other); }
+class FileCursor final : public StreamCursor {
+ public:
+  FileCursor(std::shared_ptr<const RawFileSource::Shared> shared, std::size_t stream)
+      : shared_(std::move(shared)),
+        blocks_(shared_->index.stream_blocks[stream]),
+        stream_id_(shared_->index.stream_ids[stream]),
+        decoder_(*shared_->bytes, shared_->window) {}
 
-RawWriter& RawWriter::operator=(RawWriter&& other) noexcept {
-  if (this != &other) {
-    Close();
-    MoveFrom(other);
-  }
-  return *this;
-}
-
-void RawWriter::MoveFrom(RawWriter& other) noexcept {
-  path_ = std::move(other.path_);
-  fd_ = std::exchange(other.fd_, -1);
-  flushed_ = other.flushed_;
-  buffer_ = std::move(other.buffer_);
-  staged_ = std::move(other.staged_);
-  index_ = std::move(other.index_);
-  staged_events_ = std::exchange(other.staged_events_, 0);
-  staged_streams_ = std::exchange(other.staged_streams_, 0);
-  finished_ = other.finished_;
-  failure_ = std::move(other.failure_);
-}
-
-RawWriter::~RawWriter() { Close(); }
-
-void RawWriter::Close() noexcept {
-  if (fd_ < 0) return;
-  if (!finished_ && failure_.empty()) {
-    try {
-      Flush();
-    } catch (...) {  // NOLINT: a destructor reports nothing; the file reads as unfinished
+  std::size_t Read(recorder::Event* out, std::size_t max) override {
+    std::size_t n = 0;
+    while (n < max) {
+      if (decoder_.done()) {
+        if (next_ == blocks_.size()) break;
+        decoder_.Start(shared_->index.blocks[blocks_[next_++]], stream_id_);
+        continue;
+      }
+      n += decoder_.Read(out + n, max - n);
     }
+    return n;
   }
-  ::close(fd_);
-  fd_ = -1;
+
+ private:
+  const std::shared_ptr<const RawFileSource::Shared> shared_;
+  const std::vector<std::uint32_t>& blocks_;  // in shared_
+  const std::uint32_t stream_id_;
+  std::size_t next_ = 0;  // the next of blocks_ to start
+  raw::BlockDecoder decoder_;
+};
+
+std::unique_ptr<RawFileSource::Shared> Index(std::unique_ptr<raw::Bytes> bytes, const ReadOptions& options) {
+  auto shared = std::make_unique<RawFileSource::Shared>();
+  shared->index = raw::Indexer(*bytes, options).Run();
+  shared->window = raw::WindowFor(shared->index);
+  shared->bytes = std::move(bytes);
+  return shared;
 }
 
-RawWriter RawWriter::Open(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) throw RawFileError(path + ": cannot create: " + ErrnoText(errno));
-  RawWriter writer(path, fd, 0);
-  char header[kRawHeaderSize];
-  std::memcpy(header, kMagic, sizeof kMagic);
-  StoreU16(header + 8, kRawFormatVersion);
-  StoreU16(header + 10, static_cast<std::uint16_t>(kEventSize));
-  StoreU32(header + 12, 0);
-  writer.buffer_.insert(writer.buffer_.end(), header, header + sizeof header);
-  // On disk at once: a runner that dies before its first drain still leaves
-  // a file that reads as an unfinished run rather than as garbage.
-  writer.FlushBuffer();
-  return writer;
+}  // namespace
+
+RawFileSource::RawFileSource(std::shared_ptr<const Shared> shared) : shared_(std::move(shared)) {}
+RawFileSource::~RawFileSource() = default;
+
+std::unique_ptr<RawFileSource> RawFileSource::Open(const std::string& path, const ReadOptions& options) {
+  return std::unique_ptr<RawFileSource>(new RawFileSource(Index(raw::FileBytes::Open(path), options)));
 }
 
-RawWriter RawWriter::Resume(const std::string& path, RawContents* so_far) {
-  ReadOptions options;
-  options.allow_unfinished = true;
-  options.keep_events = false;
-  RawContents contents = ReadRawFile(path, options);
-  if (contents.finished) throw RawFileError(path + ": already finished (it has an END record); nothing to resume");
-  Fd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
-  if (fd.get() < 0) throw RawFileError(path + ": cannot open for writing: " + ErrnoText(errno));
-  if (::ftruncate(fd.get(), static_cast<off_t>(contents.whole_bytes)) != 0 ||
-      ::lseek(fd.get(), static_cast<off_t>(contents.whole_bytes), SEEK_SET) < 0) {
-    throw RawFileError(path + ": cannot cut the torn last record at byte " + std::to_string(contents.whole_bytes) +
-                       ": " + ErrnoText(errno));
+std::unique_ptr<RawFileSource> RawFileSource::FromBytes(const void* data, std::size_t size, const std::string& name,
+                                                        const ReadOptions& options) {
+  return std::unique_ptr<RawFileSource>(
+      new RawFileSource(Index(std::make_unique<raw::MemoryBytes>(data, size, name), options)));
+}
+
+const RunTrace& RawFileSource::meta() const { return shared_->index.meta; }
+
+std::uint64_t RawFileSource::event_count(std::size_t stream) const {
+  return shared_->index.stream_events.at(stream);
+}
+
+std::unique_ptr<StreamCursor> RawFileSource::Open(std::size_t stream) const {
+  if (stream >= shared_->index.stream_ids.size()) {
+    throw std::out_of_range("RawFileSource::Open: no stream " + std::to_string(stream) + " in " +
+                            shared_->bytes->name());
   }
-  RawWriter writer(path, fd.release(), contents.whole_bytes);
-  if (so_far != nullptr) *so_far = std::move(contents);
-  return writer;
+  return std::make_unique<FileCursor>(shared_, stream);
 }
 
-void RawWriter::CheckWritable() const {
-  if (!failure_.empty()) throw RawFileError(failure_);
-  if (fd_ < 0) throw std::logic_error("RawWriter used after being moved from or finished");
+std::uint16_t RawFileSource::version() const { return shared_->index.version; }
+bool RawFileSource::finished() const { return shared_->index.finished; }
+bool RawFileSource::has_run() const { return shared_->index.has_run; }
+const std::vector<std::uint32_t>& RawFileSource::streams_without_identity() const {
+  return shared_->index.streams_without_identity;
 }
-
-std::uint64_t RawWriter::bytes_written() const {
-  // Each stream with staged events becomes one block (a stream never stages
-  // more than one block's worth: a full block leaves at once).
-  return flushed_ + buffer_.size() + staged_events_ * kEventSize +
-         staged_streams_ * (kRawRecordHeaderSize + kBlockHeaderSize);
-}
-
-void RawWriter::AppendEvents(std::uint32_t stream, const recorder::Event* events, std::size_t n) {
-  CheckWritable();
-  if (n == 0) return;
-  auto [it, added] = index_.try_emplace(stream, staged_.size());
-  if (added) staged_.push_back({stream, {}});
-  Staged& staged = staged_[it->second];
-  while (n > 0) {
-    if (staged.events.empty()) ++staged_streams_;
-    const std::size_t take = std::min(n, kMaxBlockEvents - staged.events.size());
-    staged.events.insert(staged.events.end(), events, events + take);
-    staged_events_ += take;
-    events += take;
-    n -= take;
-    if (staged.events.size() == kMaxBlockEvents) EmitBlock(staged);
-  }
-  if (staged_events_ * kEventSize >= kBufferSize) EmitStaged();
-}
-
-void RawWriter::EmitBlock(Staged& staged) {
-  const std::size_t count = staged.events.size();
-  if (count == 0) return;
-  const std::size_t size = kRawRecordHeaderSize + kBlockHeaderSize + count * kEventSize;
-  if (buffer_.size() + size > kBufferSize) FlushBuffer();  // size <= kBufferSize: it fits now
-  char head[kRawRecordHeaderSize + kBlockHeaderSize];
-  StoreU32(head, static_cast<std::uint32_t>(RawRecordType::kEvents));
-  StoreU32(head + 4, static_cast<std::uint32_t>(kBlockHeaderSize + count * kEventSize));
-  StoreU32(head + 8, staged.stream);
-  StoreU32(head + 12, static_cast<std::uint32_t>(count));
-  buffer_.insert(buffer_.end(), head, head + sizeof head);
-  const auto* bytes = reinterpret_cast<const char*>(staged.events.data());
-  buffer_.insert(buffer_.end(), bytes, bytes + count * kEventSize);
-  staged_events_ -= count;
-  --staged_streams_;
-  // A stream that was busy once must not pin a large array for the rest
-  // of the run: with a thousand streams that would add up.
-  if (staged.events.capacity() > 4096) {
-    std::vector<recorder::Event>().swap(staged.events);
-  } else {
-    staged.events.clear();
-  }
-}
-
-void RawWriter::EmitStaged() {
-  for (Staged& staged : staged_) EmitBlock(staged);
-}
-
-void RawWriter::SetStream(const ThreadTrace& identity, std::uint32_t stream) {
-  CheckWritable();
-  AppendRecord(RawRecordType::kStream, StreamJson(identity, stream));
-}
-
-void RawWriter::Finish(const RunTrace& meta) {
-  CheckWritable();
-  EmitStaged();
-  AppendRecord(RawRecordType::kRun, RunJson(meta));
-  AppendRecord(RawRecordType::kEnd, "");
-  FlushBuffer();
-  finished_ = true;
-  const int fd = std::exchange(fd_, -1);
-  if (::close(fd) != 0) Fail("cannot close", errno);
-}
-
-void RawWriter::AppendRecord(RawRecordType type, const std::string& payload) {
-  if (payload.size() > std::numeric_limits<std::uint32_t>::max()) {
-    throw RawFileError(path_ + ": a " + RecordName(static_cast<std::uint32_t>(type)) + " record of " +
-                       std::to_string(payload.size()) + " bytes exceeds the format's 4 GiB limit");
-  }
-  char head[kRawRecordHeaderSize];
-  StoreU32(head, static_cast<std::uint32_t>(type));
-  StoreU32(head + 4, static_cast<std::uint32_t>(payload.size()));
-  const std::size_t size = sizeof head + payload.size();
-  if (buffer_.size() + size > kBufferSize) FlushBuffer();
-  if (size > kBufferSize) {  // too big to buffer: one write of its own
-    WriteOut(head, sizeof head, payload.data(), payload.size());
-    flushed_ += size;
-    return;
-  }
-  buffer_.insert(buffer_.end(), head, head + sizeof head);
-  buffer_.insert(buffer_.end(), payload.begin(), payload.end());
-}
-
-void RawWriter::Flush() {
-  if (!failure_.empty()) throw RawFileError(failure_);
-  if (fd_ < 0) return;  // finished (everything is out) or moved from
-  EmitStaged();
-  FlushBuffer();
-}
-
-void RawWriter::FlushBuffer() {
-  if (!failure_.empty()) throw RawFileError(failure_);
-  if (buffer_.empty()) return;
-  WriteOut(buffer_.data(), buffer_.size(), nullptr, 0);
-  flushed_ += buffer_.size();
-  buffer_.clear();
-}
-
-void RawWriter::WriteOut(const void* head, std::size_t head_size, const void* body, std::size_t body_size) {
-  iovec parts[2] = {{const_cast<void*>(head), head_size}, {const_cast<void*>(body), body_size}};
-  int first = 0;
-  const int count = body_size == 0 ? 1 : 2;
-  while (first < count) {
-    const ssize_t wrote = ::writev(fd_, parts + first, count - first);
-    if (wrote < 0) {
-      if (errno == EINTR) continue;
-      Fail("cannot write", errno);
-    }
-    // A short write (disk nearly full, a signal): go on after what landed.
-    auto left = static_cast<std::size_t>(wrote);
-    while (first < count && left >= parts[first].iov_len) {
-      left -= parts[first].iov_len;
-      ++first;
-    }
-    if (first < count) {
-      parts[first].iov_base = static_cast<char*>(parts[first].iov_base) + left;
-      parts[first].iov_len -= left;
-    }
-  }
-}
-
-void RawWriter::Fail(const std::string& what, int error) {
-  failure_ = path_ + ": " + what + ": " + ErrnoText(error);
-  throw RawFileError(failure_);
-}
-
-void WriteRawFile(const std::string& path, const RunTrace& trace) {
-  RawWriter writer = RawWriter::Open(path);
-  for (std::size_t i = 0; i < trace.threads.size(); ++i) {
-    const ThreadTrace& t = trace.threads[i];
-    writer.SetStream(t, static_cast<std::uint32_t>(i));
-    writer.AppendEvents(static_cast<std::uint32_t>(i), t.events.data(), t.events.size());
-  }
-  writer.Finish(trace);
-}
+const std::vector<std::uint32_t>& RawFileSource::stream_ids() const { return shared_->index.stream_ids; }
+std::uint64_t RawFileSource::whole_bytes() const { return shared_->index.whole_bytes; }
+std::uint64_t RawFileSource::torn_bytes() const { return shared_->index.torn_bytes; }
+std::size_t RawFileSource::block_count() const { return shared_->index.blocks.size(); }
 
 }  // namespace gilscope::report

@@ -52,6 +52,8 @@ namespace gilscope::runner {
 namespace {
 
 constexpr const char* kArenaEnv = "GILSCOPE_ARENA";
+// The virtual environment of a run, for its gilscope-python children.
+constexpr const char* kPythonEnvEnv = "GILSCOPE_PYTHON_ENV";
 constexpr int kMaxInstances = 64;
 
 // Sets sys.setswitchinterval(seconds) and returns sys.getswitchinterval().
@@ -67,6 +69,13 @@ double ApplySwitchInterval(std::optional<double> seconds) {
   PyRef v = PyRef::Steal(PyObject_CallMethod(sys, "getswitchinterval", nullptr));
   python::ThrowIfError("sys.getswitchinterval");
   return PyFloat_AsDouble(v.get());
+}
+
+// sys.executable = path (when not empty). PRECONDITION: the GIL is held.
+void SetSysExecutable(const std::string& path) {
+  if (path.empty()) return;
+  python::PyRef exe = python::PyRef::Steal(PyUnicode_DecodeFSDefault(path.c_str()));
+  if (!exe || PySys_SetObject("executable", exe.get()) != 0) python::ThrowIfError("sys.executable");
 }
 
 // The current interpreter's GIL. PRECONDITION: its GIL is held.
@@ -86,8 +95,10 @@ hooks::GilAddresses AddressesOfCurrentInterpreter() {
 }
 
 // Starts recording the current interpreter's GIL; -1 when hooks are off.
+// A full GIL table is counted in the arena (gils_lost) and, when `warn`,
+// said on stderr; a spawned child says nothing: its output is the program's.
 // PRECONDITION: its GIL is held by the calling thread.
-int StartCurrentGil(bool hooks_on, int instance) {
+int StartCurrentGil(bool hooks_on, int instance, bool warn = true) {
   if (!hooks_on) return -1;
   hooks::GilMeta meta;
   meta.interpreter = PyInterpreterState_GetID(PyInterpreterState_Get());
@@ -97,7 +108,7 @@ int StartCurrentGil(bool hooks_on, int instance) {
   // (DrainInterpreterCode).
   meta.probe_frames = true;
   const int index = hooks::StartGil(AddressesOfCurrentInterpreter(), meta, gilscope_current_tstate());
-  if (index < 0) spdlog::warn("a GIL could not be recorded: the run's GIL table is full");
+  if (index < 0 && warn) spdlog::warn("a GIL could not be recorded: the run's GIL table is full");
   return index;
 }
 
@@ -299,7 +310,7 @@ void RunThreadInstances(const RunOptions& options, std::vector<int>& statuses) {
       barrier.ArriveAndWait();
       python::GilAcquire gil;
       try {
-        statuses[i] = python::RunScript(options.script, /*fresh_namespace=*/true);
+        statuses[i] = python::RunProgram(options.program, /*fresh_namespace=*/true);
       } catch (const std::exception& e) {
         spdlog::error("instance {}: {}", i, e.what());
         statuses[i] = 1;
@@ -321,6 +332,10 @@ void RunSubinterpreterInstances(const RunOptions& options, bool own_gil, std::ve
       std::unique_ptr<python::SubInterpreter> sub;
       try {
         sub = std::make_unique<python::SubInterpreter>(own_gil);
+        // A subinterpreter starts from the main one's configuration, in a
+        // venv the venv's python as sys.executable (its site found the venv
+        // through it): its children must be gilscope-python too.
+        if (!options.python_env.empty()) SetSysExecutable(options.child_executable);
         python::InstallPythonHelpers();
         const double interval = ApplySwitchInterval(options.switch_interval_s);
         if (i == 0) switch_interval = interval;
@@ -349,7 +364,7 @@ void RunSubinterpreterInstances(const RunOptions& options, bool own_gil, std::ve
       }
       if (statuses[i] == 0) {
         try {
-          statuses[i] = python::RunScript(options.script, /*fresh_namespace=*/false);
+          statuses[i] = python::RunProgram(options.program, /*fresh_namespace=*/false);
         } catch (const std::exception& e) {
           spdlog::error("instance {}: {}", i, e.what());
           statuses[i] = 1;
@@ -380,7 +395,7 @@ void RunProcessInstances(const RunOptions& options, python::Interpreter& interpr
       }
       int status = 1;
       try {
-        status = python::RunScript(options.script, /*fresh_namespace=*/false);
+        status = python::RunProgram(options.program, /*fresh_namespace=*/false);
       } catch (const std::exception& e) {
         spdlog::error("instance {}: {}", i, e.what());
       }
@@ -416,6 +431,24 @@ void RunProcessInstances(const RunOptions& options, python::Interpreter& interpr
     }
   }
 }
+
+// Sets an environment variable (when `value` is not empty) for the guard's
+// lifetime: the run's processes inherit it.
+class EnvVar {
+ public:
+  EnvVar(const char* name, const std::string& value) : name_(name), set_(!value.empty()) {
+    if (set_) setenv(name_, value.c_str(), 1);
+  }
+  ~EnvVar() {
+    if (set_) unsetenv(name_);
+  }
+  EnvVar(const EnvVar&) = delete;
+  EnvVar& operator=(const EnvVar&) = delete;
+
+ private:
+  const char* name_;
+  bool set_;
+};
 
 // Owns the arena file and the environment variable that names it.
 class ArenaFile {
@@ -507,6 +540,50 @@ void CheckScriptReadable(const std::string& path) {
 
 namespace {
 
+// `text` as one shell word: as it is when nothing in it needs quoting, else
+// in single quotes.
+std::string ShellQuote(const std::string& text) {
+  const bool plain = !text.empty() && std::all_of(text.begin(), text.end(), [](unsigned char c) {
+    return std::isalnum(c) != 0 || (c != 0 && std::strchr("@%_+=:,./-", c) != nullptr);
+  });
+  if (plain) return text;
+  std::string quoted = "'";
+  for (char c : text) quoted += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return quoted + "'";
+}
+
+}  // namespace
+
+std::string ProgramLabel(const RunOptions& options) {
+  if (options.python_command_line) return "python";
+  switch (options.program.kind) {
+    case python::Program::Kind::kScript: return options.program.text;
+    case python::Program::Kind::kModule: return "-m " + options.program.text;
+    case python::Program::Kind::kCommand: return "-c " + ShellQuote(options.program.text);
+  }
+  return options.program.text;
+}
+
+std::string ChoosePythonEnv(const std::string& flag) {
+  std::string dir = flag;
+  std::string source = "--python-env";
+  if (dir.empty()) {
+    const char* active = std::getenv("VIRTUAL_ENV");
+    if (active == nullptr || *active == '\0') return "";
+    dir = active;
+    source = "VIRTUAL_ENV (an activated virtual environment; deactivate it or pass --python-env)";
+  }
+  try {
+    python::VirtualEnvPython(dir);
+  } catch (const std::invalid_argument& e) {
+    throw UsageError(source + ": " + e.what());
+  }
+  std::error_code ec;
+  return std::filesystem::absolute(dir, ec).lexically_normal().string();
+}
+
+namespace {
+
 // The data memory this process has mapped (VmData: heap, private writable
 // mappings, stacks), in bytes; 0 when unknown.
 std::uint64_t MappedDataBytes() {
@@ -546,9 +623,43 @@ int RunnerMain(const RunOptions& options, recorder::Arena& arena) {
   interp_options.python_executable = options.python_executable;
   interp_options.executable = options.child_executable;
   interp_options.python_home = options.python_home;
-  interp_options.argv.push_back(options.script);
+  interp_options.virtual_env = options.python_env;
+  if (options.python_command_line) {
+    interp_options.parse_argv = true;
+    interp_options.argv.push_back(options.child_executable.empty() ? "python" : options.child_executable);
+  } else {
+    // python's sys.argv and sys.orig_argv for `python SCRIPT|-m MOD|-c CMD ARGS`.
+    interp_options.argv.push_back(python::ArgvZero(options.program));
+    interp_options.orig_argv = {options.child_executable.empty() ? "python" : options.child_executable};
+    if (options.program.kind != python::Program::Kind::kScript) {
+      interp_options.orig_argv.push_back(interp_options.argv[0]);
+    }
+    interp_options.orig_argv.push_back(options.program.text);
+  }
   interp_options.argv.insert(interp_options.argv.end(), options.args.begin(), options.args.end());
-  python::Interpreter interpreter(interp_options);
+  if (!options.python_command_line) {
+    interp_options.orig_argv.insert(interp_options.orig_argv.end(), options.args.begin(), options.args.end());
+  }
+  std::optional<python::Interpreter> interpreter_storage;
+  try {
+    interpreter_storage.emplace(interp_options);
+  } catch (const python::StartupExit& e) {
+    hooks::MarkProcessExit(e.status);
+    return e.status;  // python --version, -h, a bad option: python said why
+  }
+  python::Interpreter& interpreter = *interpreter_storage;
+  // python's command line: run what it names as `run` would, or, for what
+  // only python's own main can do (the REPL, stdin, -i, -x, a folder or zip
+  // file), hand it over to Py_RunMain.
+  python::Program program = options.program;
+  bool python_main = false;
+  if (options.python_command_line) {
+    if (const auto parsed = interpreter.CommandLineProgram()) {
+      program = *parsed;
+    } else {
+      python_main = true;
+    }
+  }
 
   python::InstallPythonHelpers();
   arena.header().run.switch_interval_s = ApplySwitchInterval(options.switch_interval_s);
@@ -566,10 +677,10 @@ int RunnerMain(const RunOptions& options, recorder::Arena& arena) {
   double ignored_interval = 0;
   switch (options.mode) {
     case Mode::kMain:
-      statuses[0] = interpreter.RunMainScript(options.script);
+      statuses[0] = python_main ? interpreter.RunPythonMain() : python::RunProgram(program, /*fresh_namespace=*/false);
       break;
     case Mode::kSequential:
-      for (int& st : statuses) st = python::RunScript(options.script, /*fresh_namespace=*/true);
+      for (int& st : statuses) st = python::RunProgram(program, /*fresh_namespace=*/true);
       break;
     case Mode::kThreads:
       RunThreadInstances(options, statuses);
@@ -649,7 +760,12 @@ RunnerEnd WaitForRunner(recorder::Arena& arena, pid_t runner, double timeout_s) 
 }  // namespace
 
 report::RunTrace RunScript(const RunOptions& options) {
-  CheckScriptReadable(options.script);
+  if (!options.python_command_line && options.program.kind == python::Program::Kind::kScript) {
+    CheckScriptReadable(options.program.text);
+  }
+  if (options.python_command_line && (options.mode != Mode::kMain || options.instances != 1)) {
+    throw UsageError("python's own command line runs in --mode main, one instance");
+  }
   if (options.instances < 1 || options.instances > kMaxInstances) {
     throw UsageError("--instances must be between 1 and " + std::to_string(kMaxInstances));
   }
@@ -670,6 +786,8 @@ report::RunTrace RunScript(const RunOptions& options) {
   const std::string raw_path = (std::filesystem::path(options.out_dir) / "events.raw").string();
   report::RawWriter raw = report::RawWriter::Open(raw_path);
   ArenaFile arena_file(options.arena);
+  // The runner and its gilscope-python children find the same venv.
+  EnvVar python_env(kPythonEnvEnv, options.python_env);
   recorder::Arena& arena = arena_file.arena();
   recorder::Install(&arena);
   hooks::RegisterProcess("supervisor", -1);
@@ -716,7 +834,7 @@ report::RunTrace RunScript(const RunOptions& options) {
   report::RunTrace meta;
   meta.info.gilscope_version = GILSCOPE_VERSION;
   meta.info.python_version = python::LinkedPythonVersion();
-  meta.info.script = options.script;
+  meta.info.script = ProgramLabel(options);
   meta.info.args = options.args;
   meta.info.mode = ModeName(options.mode);
   meta.info.instances = options.instances;
@@ -760,6 +878,15 @@ report::RunTrace RunScript(const RunOptions& options) {
     raw.SetStream(identity, log.slot);
   }
   CollectInto(arena, std::move(logs), collector.dropped_no_slot(), meta);
+  // A run of more than kMaxGils interpreters (a test suite starting
+  // hundreds of processes) records the first ones only; say so, as the
+  // spawned children themselves stay silent.
+  // relaxed: a counter read once, ordering nothing else.
+  if (const std::uint64_t lost = arena.header().gils_lost.load(std::memory_order_relaxed); lost > 0) {
+    spdlog::warn("{} GIL(s) of this run were not recorded: its GIL table holds {}; their threads' GIL events "
+                 "are missing from the report",
+                 lost, recorder::kMaxGils);
+  }
   // A process that never recorded its end but is gone was killed by a
   // signal (a pool's terminate() sends SIGTERM) and reaped by its parent in
   // the script, so its status is unknown: "ended", exit status -1.
@@ -784,6 +911,21 @@ report::RunTrace RunScript(const RunOptions& options) {
 
 int PythonMain(const std::vector<std::string>& argv, const std::string& executable,
                const std::string& python_home) {
+  python::InterpreterOptions options;
+  options.executable = executable;
+  options.python_home = python_home;
+  options.parse_argv = true;
+  options.argv = argv;
+  // A run's virtual environment, else an activated one: checked before
+  // anything starts, as `gilscope run` checks it.
+  const char* run_env = getenv(kPythonEnvEnv);
+  try {
+    options.virtual_env = ChoosePythonEnv(run_env != nullptr ? run_env : "");
+  } catch (const UsageError& e) {
+    std::fprintf(stderr, "gilscope python: %s\n", e.what());
+    return 2;
+  }
+
   std::unique_ptr<recorder::Arena> arena;
   if (const char* path = getenv(kArenaEnv); path != nullptr && *path != '\0') {
     try {
@@ -792,23 +934,27 @@ int PythonMain(const std::vector<std::string>& argv, const std::string& executab
       hooks::SetFrameProbe(&gilscope_probe_frame);
       hooks::RegisterProcess("spawn", -1);
     } catch (const std::exception& e) {
-      spdlog::warn("not recording this process: {}", e.what());
+      // Not spdlog: its default logger would write on the program's stdout.
+      std::fprintf(stderr, "gilscope: not recording this process: %s\n", e.what());
     }
   }
   python::RegisterBuiltinModule();
-  python::InterpreterOptions options;
-  options.executable = executable;
-  options.python_home = python_home;
-  options.parse_argv = true;
-  options.argv = argv;
-  python::Interpreter interpreter(options);
-  python::InstallPythonHelpers();
+  std::optional<python::Interpreter> interpreter;
+  try {
+    interpreter.emplace(options);
+  } catch (const python::StartupExit& e) {
+    hooks::MarkProcessExit(e.status);
+    return e.status;  // --version, -h, a bad option: python said why
+  }
+  // Only a recorded process needs the helpers (thread names, exceptions,
+  // the window's end in atexit).
   if (arena) {
-    StartCurrentGil(true, -1);
+    python::InstallPythonHelpers();
+    StartCurrentGil(true, -1, /*warn=*/false);
     python::SetStopCallback(&StopMainInterpreter);
     hooks::SetBeforeExit(&WriteNamesBeforeExit);
   }
-  const int status = interpreter.RunPythonMain();
+  const int status = interpreter->RunPythonMain();
   hooks::MarkProcessExit(status);
   // The mapping stays until the process exits: daemon threads may still be
   // blocked in hooks that write into it.

@@ -29,6 +29,7 @@
 #include <string_view>
 #include <vector>
 
+#include "python/interpreter.h"
 #include "recorder/arena.h"
 #include "report/run_trace.h"
 
@@ -50,8 +51,17 @@ std::optional<Mode> ParseMode(std::string_view name);
 std::vector<Mode> SupportedModes();
 
 struct RunOptions {
-  std::string script;
+  // What runs as __main__: a script, -m MODULE or -c COMMAND, with `args`
+  // after it in sys.argv (python's own sys.argv for each).
+  python::Program program;
   std::vector<std::string> args;
+  // `gilscope python --gilscope-out DIR ARGS`: `args` is python's whole
+  // command line, parsed by CPython (program is unused); main mode only.
+  bool python_command_line = false;
+  // The folder of a virtual environment of the embedded CPython's version
+  // (python::VirtualEnvPython): the runner and every gilscope-python child
+  // start as its python would. Empty: none.
+  std::string python_env;
   std::optional<double> switch_interval_s;
   Mode mode = Mode::kMain;
   int instances = 1;
@@ -100,9 +110,21 @@ std::uint64_t ParseSize(const std::string& text, const std::string& option);
 // Checks that `path` names a readable regular file; throws UsageError.
 void CheckScriptReadable(const std::string& path);
 
+// How reports name what ran: the script's path, "-m MODULE", "-c 'CODE'"
+// (quoted as a shell would need it), or "python" before python's own
+// command line.
+std::string ProgramLabel(const RunOptions& options);
+
+// The virtual environment a run uses: `flag` (--python-env) if given, else
+// an activated one (VIRTUAL_ENV); "" for none. Checked, made absolute.
+// Throws UsageError naming the problem (both versions when they differ).
+std::string ChoosePythonEnv(const std::string& flag);
+
 // `gilscope python ARGS`: CPython's own command line with the hooks on. When
 // GILSCOPE_ARENA names a run's arena, it records into that run as a spawned
-// child process. Returns the exit status.
+// child process. Inside the virtual environment GILSCOPE_PYTHON_ENV (set for
+// a run's processes) or VIRTUAL_ENV names, when either does. Returns the exit
+// status (2 for a virtual environment it cannot use).
 int PythonMain(const std::vector<std::string>& argv, const std::string& executable,
                const std::string& python_home);
 

@@ -19,8 +19,9 @@ struct Result {
   std::string output;  // stdout and stderr together
 };
 
-inline Result Gilscope(const std::string& args) {
-  const std::string cmd = std::string(GILSCOPE_EXE) + " " + args + " 2>&1";
+// Runs `command` with /bin/sh; stdout and stderr together.
+inline Result Shell(const std::string& command) {
+  const std::string cmd = "{ " + command + "\n} 2>&1";
   Result r;
   FILE* p = popen(cmd.c_str(), "r");
   if (p == nullptr) return r;
@@ -30,6 +31,15 @@ inline Result Gilscope(const std::string& args) {
   const int raw = pclose(p);
   r.status = WIFEXITED(raw) ? WEXITSTATUS(raw) : 128 + WTERMSIG(raw);
   return r;
+}
+
+inline Result Gilscope(const std::string& args) { return Shell(std::string(GILSCOPE_EXE) + " " + args); }
+
+// `text` quoted for /bin/sh.
+inline std::string Quoted(const std::string& text) {
+  std::string q = "'";
+  for (char c : text) q += c == '\'' ? std::string("'\\''") : std::string(1, c);
+  return q + "'";
 }
 
 inline std::string Workload(const std::string& name) {
