@@ -24,6 +24,7 @@
 
 #include "report/analysis.h"
 #include "report/huge_pages.h"
+#include "report/phase_reference.h"
 
 #include <algorithm>
 #include <array>
@@ -272,6 +273,7 @@ class ThreadWalker {
   void ReleaseScratch() {
     std::vector<std::uint64_t>().swap(latencies_);
     std::vector<std::uint64_t>().swap(stretch_lengths_);
+    std::vector<std::uint64_t>().swap(io_latencies_);
   }
 
   // Holding / waiting intervals stored by all Walk() calls on one GIL.
@@ -291,10 +293,12 @@ class ThreadWalker {
     held_by_gil_.fill(0);
     latencies_.clear();
     stretch_lengths_.clear();
+    io_latencies_.clear();
     // A hold or a completed wait starts with a kAcquired; a released
     // stretch ends with a request (a folded one is a kAcquired). Sized once,
     // the scratch never regrows mid-walk (and has room for the holds after).
     ReserveHuge(latencies_, acquired);
+    ReserveHuge(io_latencies_, acquired);
     ReserveHuge(stretch_lengths_, requested + acquired);
     regions_.clear();
     frame_site_ = kUnknownSite;
@@ -305,6 +309,9 @@ class ThreadWalker {
     std::uint64_t tstate = 0;
     std::uint64_t acquired_tstate = 0;  // tstate of the thread's latest acquisition
     std::uint64_t wait_start = 0;
+    // The running wait began on the way back from a blocking call and found
+    // the GIL held (ThreadStats::io_waits).
+    bool io_wait = false;
     std::uint64_t cursor = 0;  // latest time seen: keeps time non-decreasing
     bool started = false;
     bool exited = false;
@@ -379,6 +386,8 @@ class ThreadWalker {
             if (state_ == GilState::kReleased && stretch_voluntary_ && t > state_start_) {
               stretch_lengths_.push_back(t - state_start_);
             }
+            // A replayed request is a folded one: the GIL was free.
+            io_wait = state_ == GilState::kReleased && stretch_voluntary_ && !replaying_request;
             Enter(GilState::kWaiting, e.gil, t);
             wait_start = t;
           }
@@ -389,6 +398,7 @@ class ThreadWalker {
             drop_times_[static_cast<std::size_t>(slot)].push_back(t);
           }
           if (state_ != GilState::kWaiting) {  // its kRequest was dropped
+            io_wait = false;
             Enter(GilState::kWaiting, e.gil, t);
             wait_start = t;
           }
@@ -396,13 +406,17 @@ class ThreadWalker {
         case EventKind::kAcquired:
           if (inside && !at_start) {
             ++out.acquisitions;
-            if (state_ == GilState::kWaiting && gil_ == e.gil) latencies_.push_back(t - wait_start);
+            if (state_ == GilState::kWaiting && gil_ == e.gil) {
+              latencies_.push_back(t - wait_start);
+              if (io_wait) io_latencies_.push_back(t - wait_start);
+            }
             if (slot != kNoSlot) {
               acquisitions_[static_cast<std::size_t>(slot)].push_back(
                   {raw, tstate, index, static_cast<std::uint32_t>(seq)});
             }
           }
           acquired_tstate = tstate;
+          io_wait = false;
           Enter(GilState::kHolding, e.gil, t);
           // A frame names the release right after it; one left over from a
           // release that was dropped must not name a later one.
@@ -469,6 +483,8 @@ class ThreadWalker {
       m.open = true;
       markers_.push_back(std::move(m));
     }
+    out.io_waits = io_latencies_.size();
+    out.io_wait_p50_ms = MedianMs(io_latencies_);
     out.voluntary_stretches = stretch_lengths_.size();
     out.voluntary_released_p50_ms = MedianMs(stretch_lengths_);
     // Every hold of the walk is one holding interval (Close stores each
@@ -619,6 +635,7 @@ class ThreadWalker {
   // Scratch reused across threads, so a walk allocates only when a thread
   // has more of something than every thread before it.
   std::vector<std::uint64_t> stretch_lengths_;
+  std::vector<std::uint64_t> io_latencies_;
   std::vector<Marker> regions_;  // open regions, innermost last
   SiteTotals held_by_site_;
   SiteTotals released_by_site_;
@@ -946,10 +963,10 @@ const char* GilStateName(GilState state) {
   return "unknown";
 }
 
-Analysis Analyze(const RunTrace& trace) {
+Analysis AnalyzeWindow(const RunTrace& trace, std::uint64_t start_ns, std::uint64_t end_ns) {
   Analysis analysis;
-  analysis.start_ns = trace.start_ns;
-  analysis.end_ns = std::max(trace.end_ns, trace.start_ns);
+  analysis.start_ns = start_ns;
+  analysis.end_ns = std::max(end_ns, start_ns);
   const std::uint64_t window = analysis.end_ns - analysis.start_ns;
   analysis.wall_s = static_cast<double>(window) / kNsPerSecond;
 
@@ -1034,6 +1051,20 @@ Analysis Analyze(const RunTrace& trace) {
     if (a.thread != b.thread) return a.thread < b.thread;
     return a.depth < b.depth;
   });
+  return analysis;
+}
+
+Analysis Analyze(const RunTrace& trace) {
+  Analysis analysis = AnalyzeWindow(trace, trace.start_ns, trace.end_ns);
+  // The reference way (phase_reference.h): from the timeline kept above,
+  // and one more pass over the events per phase when there are several.
+  analysis.activity = ActivityFromTimeline(analysis, ActivitySeries::kDefaultBuckets);
+  const std::vector<PhaseSpan> spans = FindPhases(analysis.activity, analysis.markers);
+  if (spans.size() == 1) {
+    analysis.phases = {WholeRunPhase(analysis, spans.front())};
+  } else {
+    analysis.phases = PhaseFiguresByClipping(trace, spans);
+  }
   return analysis;
 }
 

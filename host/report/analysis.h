@@ -134,6 +134,16 @@ struct ThreadStats {
   double wait_p99_ms = 0;
   double wait_max_ms = 0;
 
+  // The convoy effect's waits: completed waits that began when the thread
+  // came back from a blocking call (its released stretch began with a
+  // voluntary release) and found the GIL held by another thread (take_gil
+  // waited on the GIL's cond: the request was not folded into the
+  // acquisition), and their nearest-rank median; 0 without such a wait.
+  // Each wait also counts in `waits`. (Files of raw format 1 fold no
+  // request, so there every such wait counts, contended or not.)
+  std::uint64_t io_waits = 0;
+  double io_wait_p50_ms = 0;
+
   // Holds ending inside the window (the at-start one and one cut by the
   // window end included) and their median length; 0 without holds.
   std::uint64_t holds = 0;
@@ -318,7 +328,14 @@ struct Analysis {
   std::vector<Phase> phases;
 };
 
+// The figures of `trace`, its activity series and its phases (each with its
+// own figures: phase_reference.h).
 Analysis Analyze(const RunTrace& trace);
+
+// Analyze() of `trace` as if its recording window were [start_ns, end_ns),
+// without the phase pass (Analysis::activity and Analysis::phases stay
+// empty): what each phase's figures are computed with.
+Analysis AnalyzeWindow(const RunTrace& trace, std::uint64_t start_ns, std::uint64_t end_ns);
 
 // Timeline events a complete trace.json holds: every waiting and holding
 // interval, GIL holder slice and waiting-count step. ChromeTraceWriter caps

@@ -246,6 +246,7 @@ std::uint64_t CountEventsUnmerged(const Analysis& a, bool flows) {
     if (flows) Handoffs(g, [&n](const HolderInterval&, const HolderInterval&) { n += 2; });
   }
   n += std::min<std::uint64_t>(a.markers.size(), ChromeTraceWriter::kMaxMarkers);
+  n += a.phases.size();  // the phase lane: never merged
   return n;
 }
 
@@ -263,6 +264,7 @@ std::uint64_t CountEventsMerged(const Analysis& a, std::uint64_t width) {
     CounterSamples(g, a.start_ns, width, [&n](std::uint64_t, std::uint32_t) { ++n; });
   }
   n += std::min<std::uint64_t>(a.markers.size(), ChromeTraceWriter::kMaxMarkers);
+  n += a.phases.size();
   return n;
 }
 
@@ -421,6 +423,9 @@ void ChromeTraceWriter::Write(const RunTrace& trace, const Analysis& analysis, c
     sink.Metadata("process_name", pids[k], 0, "name", Quote(name));
     sink.Metadata("process_sort_index", pids[k], 0, "sort_index", std::to_string(k));
   }
+  // The phase lane first, above the GIL lanes of the main process.
+  sink.Metadata("thread_name", main_pid, kPhaseTid, "name", Quote("phases"));
+  sink.Metadata("thread_sort_index", main_pid, kPhaseTid, "sort_index", "-1");
   for (std::size_t g = 0; g < analysis.gils.size(); ++g) {
     const std::uint64_t tid = kGilTidBase + analysis.gils[g].id;
     sink.Metadata("thread_name", gil_pid[g], tid, "name",
@@ -563,6 +568,26 @@ void ChromeTraceWriter::Write(const RunTrace& trace, const Analysis& analysis, c
         sink.End();
       });
     }
+  }
+
+  // Phases: one slice each, named by number and why it begins there, with
+  // each live GIL's busy and contended shares inside it.
+  for (std::size_t p = 0; p < analysis.phases.size(); ++p) {
+    const Phase& phase = analysis.phases[p];
+    std::string& b = sink.raw();
+    sink.Begin(Quote("phase " + std::to_string(p + 1) + " (" + phase.source + ")"), 'X', main_pid, kPhaseTid);
+    b += ",\"cat\":\"phase\"";
+    slice_times(b, phase.start_ns, phase.end_ns);
+    b += ",\"args\":{\"source\":";
+    b += Quote(phase.source);
+    for (const GilStats& g : phase.gils) {
+      if (g.end_ns <= g.start_ns) continue;  // the GIL did not live in this phase
+      const std::string gil = std::to_string(g.id);
+      b += ",\"GIL " + gil + " busy %\":" + Format("%.1f", 100 * g.busy_fraction);
+      b += ",\"GIL " + gil + " contended %\":" + Format("%.1f", 100 * g.contended_fraction);
+    }
+    b += '}';
+    sink.End();
   }
 
   // Markers, on each thread's markers lane.

@@ -17,6 +17,9 @@
 //   - a "markers" lane under each thread that set gilscope markers (tid
 //     kMarkerTidBase + index): gilscope.mark() as instant events,
 //     gilscope.region() as slices, nested as they were;
+//   - a "phases" lane first in the main process (tid kPhaseTid, sort index
+//     -1): one "X" slice per phase of Analysis::phases, "phase <n>
+//     (<source>)", with each GIL's busy and contended shares inside it;
 //   - flow arrows ("s" -> "f", bp "e", category "handoff") from each hold's
 //     end on the releasing thread's lane to the next hold of that GIL by
 //     another thread: the hand-off.
@@ -67,6 +70,8 @@ class ChromeTraceWriter {
   static constexpr std::uint64_t kGilTidBase = 1'000'000;
   // tid of thread <index>'s markers lane.
   static constexpr std::uint64_t kMarkerTidBase = 500'000;
+  // tid of the phase lane, in the main process.
+  static constexpr std::uint64_t kPhaseTid = 2'000'000;
 
   // `out` must outlive the writer.
   explicit ChromeTraceWriter(std::ostream& out, std::uint64_t max_events = kDefaultMaxEvents)

@@ -11,12 +11,21 @@
 //   switch_storm  the GIL changing hands so often that hand-off gaps (nobody
 //                 holding it while a thread waits) are a large share of the run
 //
+// Every pattern is looked for over the whole run and inside each phase
+// (Analysis::phases), because a problem that lives in one phase drowns in
+// whole-run figures. A finding is listed once per phase it holds in, with
+// that phase's window and figures: the narrowest true statement. A pattern
+// that holds over the whole run but in no single phase (spread thinly over
+// several) is listed once, for the whole run. A run of one phase gets the
+// whole-run findings, as that phase is the run.
+//
 // FindIssues() is a pure function of the trace and its analysis (no I/O);
 // every writer calls it, so report.json, report.txt and report.html always
 // list the same findings. The thresholds are named constants in findings.cc,
 // each with the reason for its value.
 #pragma once
 
+#include <cstdint>
 #include <map>
 #include <string>
 #include <vector>
@@ -35,10 +44,18 @@ struct Finding {
   std::string advice;  // one line: what to do about it
   // The figures the detail quotes, by name (seconds end in _s, ms in _ms).
   std::map<std::string, double> figures;
+  // Where it holds: [start_ns, end_ns), the window of its phase, and that
+  // phase's index into Analysis::phases; -1 when it was found over the
+  // whole run of a run with several phases (then the window is the run's).
+  // The detail names the window when the run has several phases.
+  std::uint64_t start_ns = 0;
+  std::uint64_t end_ns = 0;
+  int phase = -1;
 };
 
 // In a stable order: gil_bound, convoy, long_hold, switch_storm; within a
-// kind by GIL, then thread index. `analysis` must be Analyze(trace).
+// kind by GIL, then thread index, then time. `analysis` must be
+// Analyze(trace).
 std::vector<Finding> FindIssues(const RunTrace& trace, const Analysis& analysis);
 
 // "name (native id)", or "thread <native id>" for an unnamed thread: how

@@ -23,6 +23,56 @@ nlohmann::ordered_json SiteTimes(const std::vector<SiteTime>& times, const char*
 
 double Seconds(std::uint64_t ns) { return static_cast<double>(ns) / 1e9; }
 
+double Share(std::uint64_t part, std::uint64_t whole) {
+  return whole == 0 ? 0.0 : static_cast<double>(part) / static_cast<double>(whole);
+}
+
+// phases[]: each phase's window, why it begins there, and its figures: per
+// GIL as in gils[], per thread alive in it as in threads[] (shares of the
+// thread's lifetime inside the phase), `thread` indexing threads[].
+nlohmann::ordered_json Phases(const Analysis& analysis) {
+  using nlohmann::ordered_json;
+  ordered_json phases = ordered_json::array();
+  for (const Phase& p : analysis.phases) {
+    ordered_json gils = ordered_json::array();
+    for (const GilStats& g : p.gils) {
+      gils.push_back({{"id", g.id},
+                      {"busy_fraction", g.busy_fraction},
+                      {"contended_fraction", g.contended_fraction},
+                      {"handoff_fraction", g.handoff_fraction},
+                      {"acquisitions", g.acquisitions},
+                      {"switches", g.switches},
+                      {"hold_p50_ms", g.hold_p50_ms}});
+    }
+    ordered_json threads = ordered_json::array();
+    for (std::size_t i = 0; i < p.threads.size(); ++i) {
+      const ThreadStats& t = p.threads[i];
+      if (t.lifetime_ns == 0) continue;
+      threads.push_back({{"thread", i},
+                         {"name", t.name},
+                         {"lifetime_s", t.lifetime_s},
+                         {"held_fraction", Share(t.held_ns, t.lifetime_ns)},
+                         {"waiting_fraction", Share(t.waiting_ns, t.lifetime_ns)},
+                         {"released_fraction", Share(t.released_ns, t.lifetime_ns)},
+                         {"acquisitions", t.acquisitions},
+                         {"forced_releases", t.forced_releases},
+                         {"voluntary_releases", t.voluntary_releases},
+                         {"waits", t.waits},
+                         {"wait_p50_ms", t.wait_p50_ms},
+                         {"wait_p99_ms", t.wait_p99_ms},
+                         {"wait_max_ms", t.wait_max_ms},
+                         {"io_waits", t.io_waits},
+                         {"io_wait_p50_ms", t.io_wait_p50_ms}});
+    }
+    phases.push_back({{"start_s", Seconds(p.start_ns - analysis.start_ns)},
+                      {"end_s", Seconds(p.end_ns - analysis.start_ns)},
+                      {"source", p.source},
+                      {"gils", std::move(gils)},
+                      {"threads", std::move(threads)}});
+  }
+  return phases;
+}
+
 }  // namespace
 
 nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis& analysis) {
@@ -64,9 +114,13 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
     for (const auto& [name, value] : f.figures) figures[name] = value;
     findings.push_back({{"kind", f.kind},
                         {"thread", f.thread},
+                        {"gil", f.gil >= 0 ? ordered_json(f.gil) : ordered_json(nullptr)},
                         {"detail", f.detail},
                         {"advice", f.advice},
-                        {"figures", std::move(figures)}});
+                        {"figures", std::move(figures)},
+                        {"start_s", Seconds(f.start_ns - analysis.start_ns)},
+                        {"end_s", Seconds(f.end_ns - analysis.start_ns)},
+                        {"phase", f.phase >= 0 ? ordered_json(f.phase) : ordered_json(nullptr)}});
   }
   doc["findings"] = std::move(findings);
 
@@ -149,6 +203,8 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
     row["wait_p50_ms"] = t.wait_p50_ms;
     row["wait_p99_ms"] = t.wait_p99_ms;
     row["wait_max_ms"] = t.wait_max_ms;
+    row["io_waits"] = t.io_waits;
+    row["io_wait_p50_ms"] = t.io_wait_p50_ms;
     row["exited"] = t.exited;
     row["state_at_end"] = GilStateName(t.state_at_end);
     row["cpu_s"] = t.cpu_s >= 0 ? ordered_json(t.cpu_s) : ordered_json(nullptr);
@@ -159,6 +215,7 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
     threads.push_back(std::move(row));
   }
   doc["threads"] = std::move(threads);
+  doc["phases"] = Phases(analysis);
 
   ordered_json markers = ordered_json::array();
   const std::size_t kept = std::min(analysis.markers.size(), kMaxJsonMarkers);

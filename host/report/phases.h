@@ -11,7 +11,8 @@
 // (Analysis::phases).
 //
 // FindPhases() is a pure function of its input, so tests hand it synthetic
-// series with known change points.
+// series with known change points. phase_reference.h builds the series from
+// a finished Analysis's timeline: the definition below, written out as code.
 #pragma once
 
 #include <cstddef>
@@ -23,11 +24,17 @@ namespace gilscope::report {
 
 struct Marker;  // analysis.h
 
-// The run's activity in `buckets` equal slices of [start_ns, end_ns).
-// Bucket b covers [start_ns + b * bucket_ns, start_ns + (b + 1) * bucket_ns),
-// the last one clipped to end_ns. Every time and count is attributed to the
-// bucket it falls in (an interval spanning buckets is split between them; a
-// wait counts in the bucket where it ended).
+// The run's activity in equal time buckets over [start_ns, end_ns).
+//
+// Geometry: for a window of W = end_ns - start_ns > 0 ns and a request for
+// B buckets, bucket_ns = max(1, ceil(W / B)) and buckets = ceil(W /
+// bucket_ns) (at most B; fewer only when W < B). Bucket b covers
+// [start_ns + b * bucket_ns, start_ns + (b + 1) * bucket_ns), the last one
+// clipped to end_ns. An empty window has no buckets. BucketOf() maps a time.
+//
+// Every duration is split between the buckets it overlaps, to the
+// nanosecond, so a bucket's figures sum to the whole run's. A completed wait
+// counts once, in the bucket of the instant it ended (the acquisition).
 struct ActivitySeries {
   // Buckets analysis makes for a run: fine enough to place a phase boundary
   // within 0.2% of the run, coarse enough for thousands of threads.
@@ -38,24 +45,41 @@ struct ActivitySeries {
   std::uint64_t bucket_ns = 1;  // >= 1
   std::size_t buckets = 0;
 
-  // Parallel to Analysis::gils; each vector has `buckets` entries.
+  // Parallel to Analysis::gils; each vector has `buckets` entries. Like
+  // GilStats, they count only time inside the GIL's own window.
   struct Gil {
-    std::vector<std::uint64_t> busy_ns;       // some thread held it
-    std::vector<std::uint64_t> contended_ns;  // held while >= 1 other waited
-    std::vector<std::uint32_t> acquisitions;  // kAcquired events
+    // Some thread held it (GilStats::busy_ns, per bucket).
+    std::vector<std::uint64_t> busy_ns;
+    // Held while >= 1 other thread waited for it (GilStats::contended_ns).
+    std::vector<std::uint64_t> contended_ns;
   };
   // Parallel to Analysis::threads. A thread's vectors cover only its
-  // lifetime: entry k is bucket first_bucket + k.
+  // lifetime [lifetime_start_ns, lifetime_end_ns): entry k is bucket
+  // first_bucket + k, from BucketOf(lifetime_start_ns) to the bucket of its
+  // last nanosecond. A thread with an empty lifetime has empty vectors.
   struct Thread {
     std::size_t first_bucket = 0;
-    std::vector<std::uint64_t> held_ns;
-    std::vector<std::uint64_t> waiting_ns;
-    std::vector<std::uint32_t> waits;            // completed waits (request -> acquired)
-    std::vector<std::uint64_t> wait_ns;          // their summed latency
-    std::vector<std::uint32_t> voluntary_releases;
+    std::vector<std::uint64_t> held_ns;     // ThreadStats::held_ns, per bucket
+    std::vector<std::uint64_t> waiting_ns;  // ThreadStats::waiting_ns, per bucket
+    // Completed waits: a waiting interval that ends where a hold of the same
+    // thread on the same GIL begins (the wait's acquisition), counted in
+    // the bucket of that instant; wait_ns sums their lengths. A wait of
+    // zero length, or one whose hold is empty (an acquisition at end_ns),
+    // leaves no interval and is not counted.
+    std::vector<std::uint32_t> waits;
+    std::vector<std::uint64_t> wait_ns;
   };
   std::vector<Gil> gils;
   std::vector<Thread> threads;
+
+  // Sets start_ns, end_ns, bucket_ns and buckets as defined above (no
+  // per-GIL or per-thread vectors).
+  static ActivitySeries Geometry(std::uint64_t start_ns, std::uint64_t end_ns, std::size_t requested);
+  // The bucket holding `ns` (clamped into [0, buckets - 1]); 0 when there
+  // are no buckets.
+  std::size_t BucketOf(std::uint64_t ns) const;
+  // Start of bucket b (b <= buckets; b == buckets gives end_ns).
+  std::uint64_t BucketStart(std::size_t b) const;
 };
 
 // One phase: [start_ns, end_ns). Phases returned by FindPhases() are in time
@@ -64,13 +88,15 @@ struct PhaseSpan {
   std::uint64_t start_ns = 0;
   std::uint64_t end_ns = 0;
   // Why it begins where it does: "start" (the run's start), "change" (the
-  // activity changed there), or "region <name>" (a top-level region began).
+  // activity changed there), "region <name>" (a top-level region began) or
+  // "after region <name>" (one ended).
   std::string source;
 };
 
 // Cuts the series' window into phases. Never returns an empty list: a run in
 // which nothing changes is one phase, the whole window. `markers`: the run's
 // markers (Analysis::markers), whose outermost regions may set boundaries.
+// The method and its thresholds are described in phases.cc.
 std::vector<PhaseSpan> FindPhases(const ActivitySeries& series, const std::vector<Marker>& markers);
 
 }  // namespace gilscope::report

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <cstdarg>
 #include <cstdio>
+#include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -47,6 +48,8 @@ std::string Percent(std::uint64_t part, std::uint64_t whole) {
 }
 
 std::string Count(std::uint64_t n) { return Format("%llu", static_cast<unsigned long long>(n)); }
+
+constexpr double kDefaultIntervalMs = 5.0;  // CPython's default switch interval
 
 struct Column {
   const char* header;
@@ -155,7 +158,50 @@ void PrintGils(std::ostream& out, const Style& style, const Analysis& analysis) 
   }
 }
 
-void PrintThreads(std::ostream& out, const Style& style, const Analysis& analysis) {
+// A wait median that hides a slower story: the largest median a thread
+// showed in one phase, or after blocking calls that found the GIL held
+// (ThreadStats::io_wait_p50_ms), when it dwarfs its whole-run median.
+struct HiddenWait {
+  double ms = 0;
+  int phase = -1;     // index into Analysis::phases; -1: the whole run
+  bool io = false;    // the median of io waits, not of every wait
+};
+
+// Io waits fewer than this make no median worth pointing at (the convoy
+// finding's own minimum).
+constexpr std::uint64_t kMinIoWaitsShown = 20;
+// A phase median is "the story" when it is at least this many times the
+// whole-run one...
+constexpr double kHiddenWaitRatio = 4;
+// ...and at least a quarter of a switch interval: smaller waits are not
+// worth a second look whatever the ratio.
+constexpr double kHiddenWaitIntervals = 0.25;
+
+HiddenWait FindHiddenWait(const Analysis& analysis, std::size_t i, double interval_ms) {
+  HiddenWait best;
+  auto consider = [&](const ThreadStats& t, int phase) {
+    if (t.wait_p50_ms > best.ms) best = {t.wait_p50_ms, phase, false};
+    if (t.io_waits >= kMinIoWaitsShown && t.io_wait_p50_ms > best.ms) best = {t.io_wait_p50_ms, phase, true};
+  };
+  // Phases first: on a tie the narrower window tells more.
+  if (analysis.phases.size() > 1) {
+    for (std::size_t p = 0; p < analysis.phases.size(); ++p) {
+      if (i < analysis.phases[p].threads.size()) consider(analysis.phases[p].threads[i], static_cast<int>(p));
+    }
+  }
+  consider(analysis.threads[i], -1);
+  const double whole = analysis.threads[i].wait_p50_ms;
+  if (best.ms < kHiddenWaitRatio * whole || best.ms < kHiddenWaitIntervals * interval_ms) return {};
+  return best;
+}
+
+std::string PhaseWindow(const Analysis& analysis, std::size_t p) {
+  const Phase& phase = analysis.phases[p];
+  return Format("%.3f-%.3f s", static_cast<double>(phase.start_ns - analysis.start_ns) / 1e9,
+                static_cast<double>(phase.end_ns - analysis.start_ns) / 1e9);
+}
+
+void PrintThreads(std::ostream& out, const Style& style, const Analysis& analysis, double interval_ms) {
   out << '\n' << style.Bold("Threads") << " (held/waiting/released as % of each thread's lifetime)\n";
   if (analysis.threads.empty()) {
     out << "  none recorded\n";
@@ -173,8 +219,11 @@ void PrintThreads(std::ostream& out, const Style& style, const Analysis& analysi
   columns.insert(columns.end(), figures.begin(), figures.end());
 
   std::vector<std::vector<std::string>> rows;
+  std::vector<std::string> notes;
   rows.reserve(analysis.threads.size());
-  for (const ThreadStats& t : analysis.threads) {
+  for (std::size_t i = 0; i < analysis.threads.size(); ++i) {
+    const ThreadStats& t = analysis.threads[i];
+    const HiddenWait hidden = FindHiddenWait(analysis, i, interval_ms);
     std::vector<std::string> row = {t.name.empty() ? "(unnamed)" : Sanitize(t.name), Count(t.native_id)};
     if (show_gil) row.push_back(t.main_gil >= 0 ? std::to_string(t.main_gil) : "-");
     row.push_back(Format("%.3f", t.lifetime_s));
@@ -184,12 +233,82 @@ void PrintThreads(std::ostream& out, const Style& style, const Analysis& analysi
     row.push_back(t.cpu_s >= 0 ? Format("%.3f", t.cpu_s) : "-");
     row.push_back(Count(t.acquisitions));
     row.push_back(Count(t.forced_releases) + "/" + Count(t.voluntary_releases));
-    row.push_back(Format("%.3f", t.wait_p50_ms));
+    row.push_back(Format(hidden.ms > 0 ? "%.3f*" : "%.3f", t.wait_p50_ms));
     row.push_back(Format("%.3f", t.wait_p99_ms));
     row.push_back(Format("%.3f", t.wait_max_ms));
     rows.push_back(std::move(row));
+    if (hidden.ms > 0) {
+      std::string note = Format("%s: wait p50 %.3f ms over the run, but a median %.3f ms", DescribeThread(t).c_str(),
+                                t.wait_p50_ms, hidden.ms);
+      if (hidden.io) note += " after blocking calls that found the GIL held";
+      if (hidden.phase >= 0) {
+        note += Format(hidden.io ? ", in phase %d (%s)" : " in phase %d (%s)", hidden.phase + 1,
+                       PhaseWindow(analysis, static_cast<std::size_t>(hidden.phase)).c_str());
+      }
+      notes.push_back(Sanitize(note));
+    }
   }
   PrintTable(out, columns, rows);
+  for (const std::string& note : notes) out << "  * " << note << '\n';
+  if (!notes.empty()) {
+    out << style.Dim(analysis.phases.size() > 1 ? "    (a whole-run median can hide a slower phase: see Phases)"
+                                                : "    (a thread's many fast waits can hide its slow ones)")
+        << '\n';
+  }
+}
+
+// Each phase: its window, why it begins there, its GILs' busy and contended
+// shares, and its threads (those that held or waited in it, most waiting
+// first, at most kPhaseThreads) with their shares of their lifetime in the
+// phase and their wait medians. Printed when the run has several phases.
+constexpr std::size_t kPhaseThreads = 6;
+
+void PrintPhases(std::ostream& out, const Style& style, const Analysis& analysis) {
+  if (analysis.phases.size() <= 1) return;
+  out << '\n' << style.Bold("Phases")
+      << " (the run cut where GIL contention or a thread's waiting changed; figures inside each phase)\n";
+  const std::vector<Column> columns = {{"thread", true},     {"held %", false},      {"waiting %", false},
+                                       {"released %", false}, {"acquired", false},   {"wait p50 ms", false},
+                                       {"p99 ms", false},     {"io waits", false},   {"io p50 ms", false}};
+  for (std::size_t p = 0; p < analysis.phases.size(); ++p) {
+    const Phase& phase = analysis.phases[p];
+    const std::uint64_t length = phase.end_ns - phase.start_ns;
+    out << "  " << style.Bold(Format("phase %zu", p + 1)) << "  " << PhaseWindow(analysis, p) << " ("
+        << Sanitize(phase.source) << ", " << Format("%.3f s", static_cast<double>(length) / 1e9) << ")";
+    for (const GilStats& g : phase.gils) {
+      if (g.busy_ns == 0) continue;  // idle, or not alive in this phase
+      out << "; GIL " << g.id << " busy " << Percent(g.busy_ns, g.end_ns - g.start_ns) << "%, contended "
+          << Percent(g.contended_ns, g.end_ns - g.start_ns) << "%";
+    }
+    out << '\n';
+    std::vector<std::size_t> shown;
+    for (std::size_t i = 0; i < phase.threads.size(); ++i) {
+      const ThreadStats& t = phase.threads[i];
+      if (t.held_ns > 0 || t.waiting_ns > 0) shown.push_back(i);
+    }
+    std::stable_sort(shown.begin(), shown.end(), [&](std::size_t a, std::size_t b) {
+      return phase.threads[a].waiting_ns > phase.threads[b].waiting_ns;
+    });
+    const std::size_t more = shown.size() > kPhaseThreads ? shown.size() - kPhaseThreads : 0;
+    shown.resize(shown.size() - more);
+    if (shown.empty()) continue;
+    std::vector<std::vector<std::string>> rows;
+    for (std::size_t i : shown) {
+      const ThreadStats& t = phase.threads[i];
+      rows.push_back({Sanitize(DescribeThread(t)), Percent(t.held_ns, t.lifetime_ns),
+                      Percent(t.waiting_ns, t.lifetime_ns), Percent(t.released_ns, t.lifetime_ns),
+                      Count(t.acquisitions), Format("%.3f", t.wait_p50_ms), Format("%.3f", t.wait_p99_ms),
+                      Count(t.io_waits), Format("%.3f", t.io_wait_p50_ms)});
+    }
+    std::ostringstream table;
+    PrintTable(table, columns, rows);
+    // Indented one step further than the phase line.
+    std::string line;
+    std::istringstream lines(table.str());
+    while (std::getline(lines, line)) out << "  " << line << '\n';
+    if (more > 0) out << "      ... " << more << " more threads in report.json\n";
+  }
+  out << style.Dim("  io waits: waits after a blocking call that found the GIL held (a convoy's waits)") << '\n';
 }
 
 // Top sites per thread: where its holds ended and where it blocked.
@@ -482,7 +601,9 @@ void TextWriter::Write(const RunTrace& trace, const Analysis& analysis, const Tr
   PrintGilTax(out_, style, analysis);
   PrintFindings(out_, style, FindIssues(trace, analysis));
   PrintGils(out_, style, analysis);
-  PrintThreads(out_, style, analysis);
+  PrintThreads(out_, style, analysis,
+               trace.info.switch_interval_s > 0 ? trace.info.switch_interval_s * 1e3 : kDefaultIntervalMs);
+  PrintPhases(out_, style, analysis);
   PrintProcesses(out_, style, trace);
   PrintAttribution(out_, style, analysis);
   PrintTimeline(out_, style, analysis, width_);

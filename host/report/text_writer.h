@@ -2,7 +2,10 @@
 // reading a terminal. A header (what ran, how it ended), the GIL tax in one
 // sentence, the findings with advice, one line per GIL (switches checked
 // against CPython's own counter, contention), a table of threads (where each
-// spent its life: holding, waiting, released), where each thread held and
+// spent its life: holding, waiting, released; a wait median that a phase or
+// the convoy's waits contradict is starred and explained under it), the
+// phases when the run has several (phases.h: each one's window and figures),
+// where each thread held and
 // released the GIL (Python attribution), an ASCII timeline, the event counts
 // with lost events called out, and a short legend.
 //

@@ -123,6 +123,22 @@ TEST(ReportHtmlWriter, HostileThreadNameIsEscapedInThePageAndIntactInTheData) {
   EXPECT_TRUE(finding_names_it) << "the convoy finding names the hostile thread";
 }
 
+TEST(ReportHtmlWriter, PhasesReachThePageAsDataAndAHostileRegionNameStaysText) {
+  // ConvoyRun's region, renamed: it ends at 112.1 ms and names phase 2.
+  RunTrace run = ConvoyRun(44);
+  run.marker_names[1] = std::string("crunch") + kEvil;
+  const std::string html = Html(run);
+  EXPECT_EQ(html.find("<img"), std::string::npos);
+  EXPECT_EQ(Count(html, "</script>"), 2u);
+  EXPECT_NE(html.find("id=\"phases-panel\" hidden"), std::string::npos) << "shown by the script";
+  const json data = json::parse(DataText(html));
+  const json& phases = data["report"]["phases"];
+  ASSERT_EQ(phases.size(), 2u);
+  EXPECT_EQ(phases[1]["source"], std::string("after region crunch") + kEvil);
+  EXPECT_DOUBLE_EQ(phases[1]["start_s"].get<double>(), 0.1121);
+  for (const json& f : data["report"]["findings"]) EXPECT_TRUE(f.contains("start_s") && f.contains("phase"));
+}
+
 TEST(ReportHtmlWriter, LineSeparatorsAndInvalidUtf8CannotBreakThePage) {
   const std::string html = Html(HostileRun());
   EXPECT_TRUE(ValidUtf8(html));

@@ -142,11 +142,13 @@ inline constexpr std::uint64_t kMainCode = 0x300;
 //
 // Markers: "start" (an instant on MainThread at 1 ms), region "crunch" on
 // worker-0 from 2 ms to boundary slots/2 (when that slot is worker-0's; else
-// it stays open). The window ends at b_slots.
+// it stays open), unless `crunch` is false. The window ends at b_slots.
+// A top-level region of 100 ms or more is a phase boundary (phases.h): with
+// 44 slots "crunch" ends at 112.1 ms and cuts the run in two phases.
 // For `slots` = 44: io makes 21 round trips, each a 6 ms wait (1.2 switch
 // intervals) after a 3.9 ms released stretch: a convoy; the GIL is busy the
 // whole run with three threads competing: gil_bound.
-inline RunTrace ConvoyRun(std::size_t slots, std::string io_name = "io") {
+inline RunTrace ConvoyRun(std::size_t slots, std::string io_name = "io", bool crunch = true) {
   const auto b = [](std::size_t k) { return AtUs(2000 + 5000 * static_cast<std::int64_t>(k)); };
   RunTrace run;
   run.info.gilscope_version = "0.1.0";
@@ -168,7 +170,7 @@ inline RunTrace ConvoyRun(std::size_t slots, std::string io_name = "io") {
   auto starts_late = [](std::size_t k) { return k >= 2 && k % 2 == 0; };
   std::size_t io_rounds = 0;
   workers[0].push_back(Make(EventKind::kRequest, AtUs(500), 0, 0));
-  workers[0].push_back(RegionBegin(2, 1));
+  if (crunch) workers[0].push_back(RegionBegin(2, 1));
   workers[1].push_back(Make(EventKind::kRequest, AtUs(600), 0, 0));
   for (std::size_t k = 0; k < slots; ++k) {
     std::vector<Event>& w = workers[k % 2];
@@ -181,7 +183,7 @@ inline RunTrace ConvoyRun(std::size_t slots, std::string io_name = "io") {
       io.push_back(Make(EventKind::kReleased, b(k) + 100'000, 0, 0));
     }
     w.push_back(Make(EventKind::kAcquired, start, 0, 0));
-    if (k == slots / 2 && k % 2 == 0) w.push_back(Event{start, EventKind::kRegionEnd, 0, 0, 1});
+    if (crunch && k == slots / 2 && k % 2 == 0) w.push_back(Event{start, EventKind::kRegionEnd, 0, 0, 1});
     if (k + 1 < slots) {
       w.push_back(Frame(kWorkerCode, 27));
       w.push_back(Make(EventKind::kReleased, b(k + 1), 0, recorder::kFlagForced));
@@ -199,6 +201,74 @@ inline RunTrace ConvoyRun(std::size_t slots, std::string io_name = "io") {
   run.threads.push_back(std::move(io_thread));
   // Every acquisition hands the GIL to another thread state.
   run.gils[0].cpython_switch_end = run.gils[0].cpython_switch_start + slots + io_rounds;
+  return run;
+}
+
+// Beazley's echo server in two phases over a 2 s window, to the microsecond:
+//
+//   echo-server (0xE)  alone, 0..1000 ms: a request every 2 ms (k = 0..499,
+//        t = 2k ms) finds the GIL free: folded acquisition at t + 10 us
+//        (requested at t), hold to t + 30 us, voluntary release (send),
+//        folded acquisition at t + 45 us (requested at t + 40: the send did
+//        not block), hold to t + 50 us, voluntary release (recv).
+//   cpu (0xC)  from 999.5 ms (folded acquisition, 1 us wait): holds the GIL,
+//        forced off each time echo-server's timed wait runs out.
+//   echo-server beside it, 1000..2000 ms: round trip k (k = 0..165,
+//        r = 1000 + 6k ms): request at r (explicit: the GIL is held), drop
+//        request at r + 5, cpu forced off at r + 5 and asks again at once,
+//        echo-server acquires at r + 5 (a 5 ms wait), sends (released at
+//        r + 5.020), re-acquires folded at r + 5.035 (asked at r + 5.030:
+//        the GIL still free, a 5 us wait), releases for recv at r + 5.045,
+//        and cpu acquires then (a 45 us wait).
+//
+// Phase 2 [1000, 2000) by hand, echo-server: 332 acquisitions and waits
+// (166 of 5 ms, 166 of 5 us: p50 5 us), of which the 166 after recv found
+// the GIL held (io waits, p50 5 ms); waiting 166 x 5.005 ms = 830.83 ms of
+// its 1000 ms; 332 voluntary releases; 331 released stretches ending in a
+// request (166 of 10 us, 165 of 0.955 ms: p50 10 us). GIL: free 15 us per
+// round trip (between the send and the folded re-acquisition, while cpu
+// waits): busy 1000 - 166 x 0.015 = 997.51 ms; contended while echo-server
+// waits under cpu (5 ms) and cpu under echo-server (20 + 10 us): 166 x 5.030
+// = 834.98 ms. cpu waits 45 us per 6 ms (0.75%).
+// Phase 1 [0, 1000): echo-server's 1000 waits are all folded (10 and 5 us),
+// nobody waits under a holder: contended 0.
+inline RunTrace EchoPhasesRun() {
+  RunTrace run = EmptyRun(2000);
+  run.info.script = "echo_phases.py";
+  run.gils = {Gil(0, 0, 0)};
+  auto at = [](std::int64_t us) { return AtUs(us); };
+  auto folded = [](std::uint64_t ts, std::uint32_t waited_ns) {
+    return Event{ts, EventKind::kAcquired, 0, recorder::kFlagRequestFolded, waited_ns};
+  };
+  auto event = [](EventKind kind, std::uint64_t ts, std::uint16_t flags = 0) { return Make(kind, ts, 0, flags); };
+  std::vector<Event> echo = {Tstate(0xE)};
+  std::vector<Event> cpu = {Tstate(0xC), folded(at(999'500), 1'000)};
+  std::uint64_t switches = 0;
+  for (std::int64_t k = 0; k < 500; ++k) {
+    const std::int64_t t = 2000 * k;
+    echo.push_back(folded(at(t + 10), 10'000));
+    echo.push_back(event(EventKind::kReleased, at(t + 30)));
+    echo.push_back(folded(at(t + 45), 5'000));
+    echo.push_back(event(EventKind::kReleased, at(t + 50)));
+  }
+  switches += 1;  // echo-server's first acquisition (nobody held it before)
+  switches += 1;  // cpu at 999.5 ms
+  for (std::int64_t k = 0; k < 166; ++k) {
+    const std::int64_t r = 1'000'000 + 6000 * k;
+    echo.push_back(event(EventKind::kRequest, at(r)));
+    echo.push_back(event(EventKind::kWaitTimeout, at(r + 5000), recorder::kFlagDropRequest));
+    cpu.push_back(event(EventKind::kReleased, at(r + 5000), recorder::kFlagForced));
+    cpu.push_back(event(EventKind::kRequest, at(r + 5000)));
+    echo.push_back(event(EventKind::kAcquired, at(r + 5000)));
+    echo.push_back(event(EventKind::kReleased, at(r + 5020)));
+    echo.push_back(folded(at(r + 5035), 5'000));
+    echo.push_back(event(EventKind::kReleased, at(r + 5045)));
+    cpu.push_back(event(EventKind::kAcquired, at(r + 5045)));
+    switches += 2;
+  }
+  run.gils[0].cpython_switch_end = run.gils[0].cpython_switch_start + switches;
+  run.threads.push_back(Thread("echo-server", 7, std::move(echo)));
+  run.threads.push_back(Thread("cpu", 8, std::move(cpu)));
   return run;
 }
 

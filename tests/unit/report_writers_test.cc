@@ -238,6 +238,7 @@ TEST(ReportChromeTraceWriter, DrawsEveryStateInItsOwnColourOverEachLifetime) {
       ++gil_lane;
       continue;
     }
+    if (tid == ChromeTraceWriter::kPhaseTid) continue;  // the phase lane (its own test)
     lanes[tid].push_back({e["name"], e["ts"], e["dur"], e["cname"]});
   }
   EXPECT_EQ(gil_lane, 4);
@@ -372,22 +373,23 @@ TEST(ReportChromeTraceWriter, PutsEveryProcessInTheFileUnderItsOwnPid) {
 }
 
 // SmallRun: 10 thread slices + 4 holder slices + 7 counter samples + 3 flows
-// (6 events) = 27. Below that the arrows go first, then short slices merge.
+// (6 events) + 1 phase slice = 28. Below that the arrows go first, then
+// short slices merge.
 TEST(ReportChromeTraceWriter, AggregatesAboveTheLimitAndSaysSo) {
   TracePlan plan;
-  const json full = json::parse(ChromeTrace(SmallRun(), 27, &plan));
-  EXPECT_EQ(plan.full_events, 27u);
+  const json full = json::parse(ChromeTrace(SmallRun(), 28, &plan));
+  EXPECT_EQ(plan.full_events, 28u);
   EXPECT_FALSE(plan.aggregated());
   EXPECT_EQ(full["otherData"]["aggregated"], false);
 
-  const json no_flows = json::parse(ChromeTrace(SmallRun(), 26, &plan));
+  const json no_flows = json::parse(ChromeTrace(SmallRun(), 27, &plan));
   EXPECT_TRUE(plan.aggregated());
   EXPECT_FALSE(plan.flows);
   EXPECT_EQ(plan.merge_below_ns, 0u);
-  EXPECT_EQ(plan.events, 21u);
+  EXPECT_EQ(plan.events, 22u);
   EXPECT_TRUE(EventsWithPhase(no_flows, "s").empty());
   EXPECT_EQ(no_flows["otherData"]["aggregated"], true);
-  EXPECT_NE(plan.reason.find("would hold 27 events (limit 26): hand-off arrows left out"), std::string::npos)
+  EXPECT_NE(plan.reason.find("would hold 28 events (limit 27): hand-off arrows left out"), std::string::npos)
       << plan.reason;
 
   const json merged = json::parse(ChromeTrace(SmallRun(), 12, &plan));
@@ -541,7 +543,7 @@ std::string LineStartingWith(const std::string& text, const std::string& prefix)
 }
 
 TEST(ReportJsonWriter, CarriesAttributionTaxFindingsMarkersAndTraceSize) {
-  RunTrace run = ConvoyRun(44);
+  RunTrace run = ConvoyRun(44, "io", /*crunch=*/false);
   run.threads[1].cpu_s = 0.5;
   run.threads[0].cpu_s = -1;
   const Analysis analysis = Analyze(run);
@@ -578,12 +580,20 @@ TEST(ReportJsonWriter, CarriesAttributionTaxFindingsMarkersAndTraceSize) {
   EXPECT_EQ(kinds, (std::vector<std::string>{"gil_bound", "convoy"}));
   EXPECT_EQ(doc["findings"][1]["thread"], "io");
   EXPECT_DOUBLE_EQ(doc["findings"][1]["figures"]["wait_p50_ms"].get<double>(), 6.0);
+  EXPECT_EQ(doc["findings"][0]["gil"], 0);  // gil_bound is about GIL 0
+  EXPECT_EQ(doc["findings"][1]["gil"], 0);  // io's main GIL
+  // One phase: each finding covers the run and names phase 0.
+  EXPECT_EQ(doc["findings"][1]["phase"], 0);
+  EXPECT_DOUBLE_EQ(doc["findings"][1]["start_s"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(doc["findings"][1]["end_s"].get<double>(), 0.222);
+  EXPECT_EQ(doc["threads"][3]["io_waits"], 20);
+  EXPECT_DOUBLE_EQ(doc["threads"][3]["io_wait_p50_ms"].get<double>(), 6.0);
 
-  ASSERT_EQ(doc["markers"].size(), 2u);
-  EXPECT_EQ(doc["markers"][1]["name"], "crunch");
-  EXPECT_EQ(doc["markers"][1]["kind"], "region");
-  EXPECT_EQ(doc["markers"][1]["thread"], "worker-0");
-  EXPECT_DOUBLE_EQ(doc["markers"][1]["start_s"].get<double>(), 0.002);
+  ASSERT_EQ(doc["markers"].size(), 1u);
+  EXPECT_EQ(doc["markers"][0]["name"], "start");
+  EXPECT_EQ(doc["markers"][0]["kind"], "mark");
+  EXPECT_EQ(doc["markers"][0]["thread"], "MainThread");
+  EXPECT_DOUBLE_EQ(doc["markers"][0]["start_s"].get<double>(), 0.001);
   EXPECT_EQ(doc["markers_omitted"], 0);
 
   EXPECT_EQ(doc["trace"]["events"], PlanChromeTrace(analysis).full_events);
@@ -594,11 +604,106 @@ TEST(ReportJsonWriter, CarriesAttributionTaxFindingsMarkersAndTraceSize) {
 TEST(ReportJsonWriter, KeepsAHostileThreadNameIntact) {
   const std::string evil = "</script><img src=x onerror=alert(1)>";
   std::ostringstream out;
-  const RunTrace run = ConvoyRun(44, evil);
+  const RunTrace run = ConvoyRun(44, evil, /*crunch=*/false);
   JsonWriter(out).Write(run, Analyze(run));
   const json doc = json::parse(out.str());
   EXPECT_EQ(doc["threads"][3]["name"], evil);
   EXPECT_EQ(doc["findings"][1]["thread"], evil);
+}
+
+// EchoPhasesRun: quiet for 1 s, then a convoy (report_test_traces.h).
+TEST(ReportJsonWriter, ListsEachPhaseWithItsFiguresAndDatesTheFindings) {
+  const RunTrace run = EchoPhasesRun();
+  const json doc = json::parse(JsonReport(run));
+  ASSERT_EQ(doc["phases"].size(), 2u);
+  const json& quiet = doc["phases"][0];
+  const json& convoy = doc["phases"][1];
+  EXPECT_DOUBLE_EQ(quiet["start_s"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(quiet["end_s"].get<double>(), 1.0);
+  EXPECT_EQ(quiet["source"], "start");
+  EXPECT_DOUBLE_EQ(convoy["start_s"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(convoy["end_s"].get<double>(), 2.0);
+  EXPECT_EQ(convoy["source"], "change");
+  EXPECT_DOUBLE_EQ(quiet["gils"][0]["contended_fraction"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(convoy["gils"][0]["contended_fraction"].get<double>(), 0.83498);
+  EXPECT_DOUBLE_EQ(convoy["gils"][0]["busy_fraction"].get<double>(), 0.99751);
+  // Threads alive in the phase, by index into threads[]: cpu (from 999.5
+  // ms) is alive in both.
+  ASSERT_EQ(convoy["threads"].size(), 2u);
+  const json& echo = convoy["threads"][0];
+  EXPECT_EQ(echo["thread"], 0);
+  EXPECT_EQ(echo["name"], "echo-server");
+  EXPECT_DOUBLE_EQ(echo["lifetime_s"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(echo["waiting_fraction"].get<double>(), 0.83083);
+  EXPECT_EQ(echo["waits"], 332);
+  EXPECT_DOUBLE_EQ(echo["wait_p50_ms"].get<double>(), 0.005);
+  EXPECT_DOUBLE_EQ(echo["wait_p99_ms"].get<double>(), 5.0);
+  EXPECT_EQ(echo["io_waits"], 166);
+  EXPECT_DOUBLE_EQ(echo["io_wait_p50_ms"].get<double>(), 5.0);
+  EXPECT_DOUBLE_EQ(echo["held_fraction"].get<double>() + echo["waiting_fraction"].get<double>() +
+                       echo["released_fraction"].get<double>(),
+                   1.0);
+  EXPECT_EQ(quiet["threads"][0]["io_waits"], 0);
+  ASSERT_EQ(doc["findings"].size(), 1u);
+  EXPECT_EQ(doc["findings"][0]["kind"], "convoy");
+  EXPECT_EQ(doc["findings"][0]["phase"], 1);
+  EXPECT_DOUBLE_EQ(doc["findings"][0]["start_s"].get<double>(), 1.0);
+  EXPECT_DOUBLE_EQ(doc["findings"][0]["end_s"].get<double>(), 2.0);
+}
+
+TEST(ReportTextWriter, ShowsThePhasesAndWhereAWholeRunMedianHidesOne) {
+  const std::string text = Text(EchoPhasesRun(), false, 100);
+  // The whole-run median (a folded 5 us wait) is starred and explained.
+  const std::string row = LineStartingWith(text, "  echo-server ");
+  EXPECT_NE(row.find(" 0.005* "), std::string::npos) << row;
+  EXPECT_NE(text.find("  * echo-server (7): wait p50 0.005 ms over the run, but a median 5.000 ms after blocking "
+                      "calls that found the GIL held, in phase 2 (1.000-2.000 s)\n"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("! convoy: In 1.000-2.000 s (phase 2 of 2): echo-server (7) waited a median 5.00 ms"),
+            std::string::npos)
+      << text;
+  const std::size_t phases = text.find("\nPhases (");
+  ASSERT_NE(phases, std::string::npos) << text;
+  EXPECT_NE(text.find("  phase 1  0.000-1.000 s (start, 1.000 s); GIL 0 busy ", phases), std::string::npos) << text;
+  EXPECT_NE(text.find("  phase 2  1.000-2.000 s (change, 1.000 s); GIL 0 busy 99.8%, contended 83.5%\n", phases),
+            std::string::npos)
+      << text;
+  // In phase 2, echo-server waited most: first row, with its io waits.
+  const std::size_t phase2 = text.find("  phase 2 ", phases);
+  const std::string echo = LineStartingWith(text.substr(phase2), "    echo-server (7) ");
+  EXPECT_NE(echo.find("83.1"), std::string::npos) << echo;         // waiting %
+  EXPECT_NE(echo.find("166      5.000"), std::string::npos) << echo;  // io waits, their p50
+  // A run of one phase has no Phases section and no star.
+  const std::string quiet = Text(SmallRun(), false, 100);
+  EXPECT_EQ(quiet.find("\nPhases ("), std::string::npos);
+  EXPECT_EQ(quiet.find('*'), std::string::npos);
+}
+
+TEST(ReportChromeTraceWriter, DrawsOneSliceAPhaseOnThePhaseLane) {
+  const json doc = json::parse(ChromeTrace(EchoPhasesRun(), ChromeTraceWriter::kDefaultMaxEvents));
+  std::vector<json> phases;
+  for (const json& e : EventsWithPhase(doc, "X")) {
+    if (e["tid"] == ChromeTraceWriter::kPhaseTid) phases.push_back(e);
+  }
+  ASSERT_EQ(phases.size(), 2u);
+  EXPECT_EQ(phases[0]["name"], "phase 1 (start)");
+  EXPECT_EQ(phases[0]["cat"], "phase");
+  EXPECT_DOUBLE_EQ(phases[0]["ts"].get<double>(), 0.0);
+  EXPECT_DOUBLE_EQ(phases[0]["dur"].get<double>(), 1e6);
+  EXPECT_EQ(phases[1]["name"], "phase 2 (change)");
+  EXPECT_DOUBLE_EQ(phases[1]["ts"].get<double>(), 1e6);
+  EXPECT_DOUBLE_EQ(phases[1]["dur"].get<double>(), 1e6);
+  EXPECT_DOUBLE_EQ(phases[1]["args"]["GIL 0 contended %"].get<double>(), 83.5);
+  EXPECT_EQ(phases[1]["args"]["source"], "change");
+  bool named = false, first = false;
+  for (const json& e : EventsWithPhase(doc, "M")) {
+    named |= e["name"] == "thread_name" && e["tid"] == ChromeTraceWriter::kPhaseTid && e["args"]["name"] == "phases";
+    first |= e["name"] == "thread_sort_index" && e["tid"] == ChromeTraceWriter::kPhaseTid &&
+             e["args"]["sort_index"] == -1;
+  }
+  EXPECT_TRUE(named);
+  EXPECT_TRUE(first);
 }
 
 TEST(ReportTextWriter, OpensWithTheGilTaxSentence) {
@@ -657,9 +762,11 @@ TEST(ReportTextWriter, ColourIsOnlyAddedNeverChangesTheText) {
 }
 
 TEST(ReportTextWriter, ListsFindingsAndWhereTheGilWent) {
-  const std::string text = Text(ConvoyRun(44), false, 100);
+  const std::string text = Text(ConvoyRun(44, "io", /*crunch=*/false), false, 100);
   EXPECT_NE(text.find("! gil_bound: GIL 0 was held 100.0% of the run"), std::string::npos) << text;
-  EXPECT_NE(text.find("! convoy: io (1004) gave the GIL up 21 times"), std::string::npos) << text;
+  EXPECT_NE(text.find("! convoy: io (1004) waited a median 6.00 ms (1.2 switch intervals) for each of 20"),
+            std::string::npos)
+      << text;
   EXPECT_NE(text.find("    -> A CPU-bound thread keeps the GIL"), std::string::npos) << text;
   const std::size_t io = text.find("  io (1004)\n");
   ASSERT_NE(io, std::string::npos) << text;

@@ -90,6 +90,7 @@
   const COLORS = {
     holding: '#2f9e44', waiting: '#f08c00', released: '#dfe3e8', marker: '#5f3dc4',
     grid: 'rgba(29,35,48,0.07)', label: '#1d2330', muted: '#667085', labelBg: '#fafbfc', line: '#e3e6eb',
+    phaseShade: 'rgba(52,81,178,0.07)', phaseEdge: '#3451b2',
   };
   function rgba32(hex) {
     const v = parseInt(hex.slice(1), 16);
@@ -162,15 +163,86 @@
         '(convoy, GIL-bound threads, long holds, switch storms).'));
       return;
     }
+    const phased = (report.phases || []).length > 1;
     for (const f of findings) {
       const card = el('div', 'finding ' + f.kind);
       const head = el('div');
-      append(head, el('span', 'kind', f.kind), el('span', 'who', f.thread ? f.thread : 'whole run'));
+      const who = f.thread ? f.thread : (f.gil !== null && f.gil !== undefined ? 'GIL ' + f.gil : 'whole run');
+      append(head, el('span', 'kind', f.kind), el('span', 'who', who));
+      if (phased) {
+        const when = f.phase === null || f.phase === undefined ? 'whole run'
+          : 'phase ' + (f.phase + 1) + ', ' + fmtWindow(f.start_s, f.end_s);
+        head.appendChild(el('span', 'when', when));
+      }
       const advice = el('p', 'advice');
       append(advice, el('b', null, 'What to do: '), f.advice);
       append(card, head, el('p', 'detail', f.detail), advice);
       box.appendChild(card);
     }
+  }
+
+  function fmtWindow(startS, endS) { return startS.toFixed(3) + '\u2013' + endS.toFixed(3) + ' s'; }
+
+  /* The phases panel: shown when the run has several. Per phase its window,
+   * why it begins there, each GIL's busy and contended shares, and the
+   * threads that waited most in it with their wait medians. */
+  const PHASE_THREADS = 4;
+  function renderPhases(report) {
+    const phases = report.phases || [];
+    const panel = document.getElementById('phases-panel');
+    if (phases.length <= 1) return;
+    panel.hidden = false;
+    const table = document.getElementById('phases-table');
+    const head = el('tr');
+    for (const [text, cls] of [['#'], ['window', 'l'], ['begins at', 'l'], ['GILs: busy / contended', 'l'],
+      ['threads that waited most: waiting % of their time, wait p50, io wait p50 (count)', 'l']]) {
+      head.appendChild(el('th', cls || null, text));
+    }
+    const thead = el('thead');
+    thead.appendChild(head);
+    const tbody = el('tbody');
+    phases.forEach((p, i) => {
+      const tr = el('tr');
+      tr.className = 'phase-row ' + (i % 2 ? 'odd' : 'even');
+      const gils = (p.gils || []).filter((g) => g.busy_fraction > 0)
+        .map((g) => 'GIL ' + g.id + ': ' + pct(g.busy_fraction) + ' / ' + pct(g.contended_fraction)).join('; ');
+      const threads = (p.threads || []).filter((t) => t.waiting_fraction > 0)
+        .sort((a, b) => b.waiting_fraction * b.lifetime_s - a.waiting_fraction * a.lifetime_s)
+        .slice(0, PHASE_THREADS)
+        .map((t) => (t.name || 'thread') + ' ' + pct(t.waiting_fraction) + ', p50 ' + fixed(t.wait_p50_ms, 3) +
+          ' ms' + (t.io_waits ? ', io ' + fixed(t.io_wait_p50_ms, 3) + ' ms (' + t.io_waits + ')' : '')).join('; ');
+      append(tr, el('td', null, String(i + 1)), el('td', 'l', fmtWindow(p.start_s, p.end_s)),
+        el('td', 'l', p.source), el('td', 'l', gils || '\u2013'), el('td', 'l wrap', threads || 'nobody waited'));
+      tbody.appendChild(tr);
+    });
+    append(table, thead, tbody);
+  }
+
+  /* A wait median the whole run hides (as report.txt stars it): the largest
+   * median of a phase, or of the waits after blocking calls that found the
+   * GIL held (20 at least), when it is 4 times the whole-run median and a
+   * quarter of a switch interval. Returns a sentence, or ''. */
+  function hiddenWait(report, i) {
+    const t = report.threads[i];
+    const phases = report.phases || [];
+    let best = { ms: 0, text: '' };
+    const consider = (row, where) => {
+      if (row.wait_p50_ms > best.ms) best = { ms: row.wait_p50_ms, text: where };
+      if (row.io_waits >= 20 && row.io_wait_p50_ms > best.ms) {
+        best = { ms: row.io_wait_p50_ms, text: 'after blocking calls that found the GIL held' + (where ? ', ' + where : '') };
+      }
+    };
+    if (phases.length > 1) {
+      phases.forEach((p, k) => {
+        const row = (p.threads || []).find((r) => r.thread === i);
+        if (row) consider(row, 'in phase ' + (k + 1) + ' (' + fmtWindow(p.start_s, p.end_s) + ')');
+      });
+    }
+    consider(t, '');
+    const interval = (report.switch_interval_s || 0.005) * 1e3;
+    if (best.ms < 4 * t.wait_p50_ms || best.ms < 0.25 * interval) return '';
+    return threadName(t) + ': wait p50 ' + fixed(t.wait_p50_ms, 3) + ' ms over the run, but a median ' +
+      fixed(best.ms, 3) + ' ms' + (best.text ? ' ' + best.text : '');
   }
 
   /* ------------------------------------------------------------ the model */
@@ -242,8 +314,10 @@
       const marker = { start: m[1], end: m[2], name: names[m[3]], region: m[4] === 1, depth: m[5], open: m[6] === 1 };
       (marker.region ? t.regions : t.marks).push(marker);
     }
+    const phases = (report.phases || []).map((p) => ({ start: p.start_s * 1e9, end: p.end_s * 1e9, source: p.source }));
     return {
       gilSlot, slotOfGil, threads, sites: tl.sites || [], windowNs: Math.max(tl.window_ns, 1), gils: report.gils || [],
+      phases,
     };
   }
 
@@ -423,6 +497,7 @@
       ctx.putImageData(img, plotX, plotY);
 
       ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      drawPhases(v0, v1);
       drawAxis(v0, v1);
       drawMarkers(v0, v1);
       drawLabels();
@@ -457,6 +532,34 @@
       }
       ctx.fillStyle = COLORS.line;
       ctx.fillRect(0, AXIS_H - 1, geometry.cssW, 1);
+    }
+
+    /* Phases (when there are several): every other one shaded, each edge a
+     * line across the rows, and the phase's number on the axis band. */
+    function drawPhases(v0, v1) {
+      if (model.phases.length <= 1) return;
+      ctx.save();
+      ctx.beginPath();
+      ctx.rect(LABEL_W, 0, geometry.plotCssW, cssHeight);
+      ctx.clip();
+      ctx.font = '600 10px system-ui, sans-serif';
+      ctx.textBaseline = 'top';
+      ctx.textAlign = 'left';
+      model.phases.forEach((p, i) => {
+        if (p.end < v0 || p.start > v1) return;
+        const x0 = xOf(Math.max(p.start, v0)), x1 = xOf(Math.min(p.end, v1));
+        if (i % 2 === 1) {
+          ctx.fillStyle = COLORS.phaseShade;
+          ctx.fillRect(x0, AXIS_H, x1 - x0, cssHeight - AXIS_H - PAD_B);
+        }
+        if (i > 0 && p.start >= v0) {
+          ctx.fillStyle = COLORS.phaseEdge;
+          ctx.fillRect(Math.round(xOf(p.start)), 0, 1, cssHeight - PAD_B);
+        }
+        ctx.fillStyle = COLORS.phaseEdge;
+        if (x1 - x0 > 24) ctx.fillText('phase ' + (i + 1), x0 + 3, 1);
+      });
+      ctx.restore();
     }
 
     function drawMarkers(v0, v1) {
@@ -642,6 +745,14 @@
         }
         lines.push(['waiting', waiting + (waiting === 1 ? ' thread' : ' threads')]);
       }
+      if (model.phases.length > 1) {
+        const i = model.phases.findIndex((p) => time >= p.start && time < p.end);
+        if (i >= 0) {
+          const p = model.phases[i];
+          lines.push(['phase', (i + 1) + ' of ' + model.phases.length + ', ' + fmtNs(p.start) + ' to ' + fmtNs(p.end) +
+            ' (' + p.source + ')']);
+        }
+      }
       return lines;
     }
 
@@ -752,8 +863,16 @@
     const thead = el('thead');
     thead.appendChild(head);
     const tbody = el('tbody');
+    const notes = [];
     (report.threads || []).forEach((t, i) => {
       const tr = el('tr');
+      const hidden = hiddenWait(report, i);
+      const p50 = el('td', null, fixed(t.wait_p50_ms, 3) + (hidden ? '*' : ''));
+      if (hidden) {
+        p50.title = hidden;
+        p50.className = 'hidden-wait';
+        notes.push('* ' + hidden);
+      }
       const name = el('td', 'l name');
       append(name, swatch(model.threads[i] ? model.threads[i].color : '#999'), ' ', threadName(t));
       name.title = threadName(t);
@@ -775,11 +894,13 @@
         el('td', null, pct(t.held_s / life)), el('td', null, pct(t.waiting_s / life)),
         el('td', null, pct(t.released_s / life)), el('td', null, t.cpu_s === null ? '\u2013' : fmtS(t.cpu_s)),
         el('td', null, t.acquisitions), el('td', null, t.forced_releases + ' / ' + t.voluntary_releases),
-        el('td', null, fixed(t.wait_p50_ms, 3)), el('td', null, fixed(t.wait_p99_ms, 3)),
+        p50, el('td', null, fixed(t.wait_p99_ms, 3)),
         el('td', null, fixed(t.wait_max_ms, 3)), topCell);
       tbody.appendChild(tr);
     });
     append(table, thead, tbody);
+    const box = document.getElementById('threads-notes');
+    for (const note of notes) box.appendChild(el('p', 'note', note));
   }
 
   function siteTable(rows, key, total, color) {
@@ -906,6 +1027,7 @@
     renderHeader(report);
     renderSummary(report);
     renderFindings(report);
+    renderPhases(report);
     renderLegend();
     const model = buildModel(report, tl);
     renderThreads(report, model);
@@ -917,6 +1039,7 @@
     body.setAttribute('data-timeline-rows', String(timeline.rows.length));
     body.setAttribute('data-gil-rows', String(gilRows));
     body.setAttribute('data-thread-rows', String(timeline.rows.length - gilRows));
+    body.setAttribute('data-phases', String(model.phases.length));
     body.setAttribute('data-intervals-drawn', String(visible));
     body.setAttribute('data-draw-ms', timeline.lastDrawMs().toFixed(1));
     /* Frames as a pan or zoom draws them (the first one also pays for canvas
