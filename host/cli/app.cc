@@ -194,6 +194,39 @@ void ChooseProgram(RunCommand& cmd, bool has_module, bool has_command) {
   cmd.script.clear();
 }
 
+// A saved run's events.raw, opened for streaming (its facts in memory, its
+// events read as analysis goes). Throws UsageError.
+std::unique_ptr<report::RawFileSource> OpenRun(const fs::path& folder) {
+  const fs::path raw = folder / "events.raw";
+  const std::string dir = folder.string();
+  std::error_code ec;
+  if (!fs::is_directory(folder, ec)) throw runner::UsageError("'" + dir + "' is not a gilscope output folder");
+  if (!fs::exists(raw, ec)) {
+    throw runner::UsageError("'" + dir + "' has no events.raw: it is not the output folder of a gilscope run");
+  }
+  try {
+    report::ReadOptions read;
+    read.allow_unfinished = true;
+    std::unique_ptr<report::RawFileSource> source = report::RawFileSource::Open(raw.string(), read);
+    if (!source->finished()) {
+      spdlog::warn("{} was not finished (its run did not end cleanly): using what it holds", raw.string());
+    }
+    return source;
+  } catch (const report::RawFileError& e) {
+    throw runner::UsageError(e.what());
+  }
+}
+
+// A saved run analysed: what `report` and `diff` read. A damaged event
+// found while streaming is a usage error too, naming the file and byte.
+report::Analysis AnalyzeRun(const report::RawFileSource& source) {
+  try {
+    return report::Analyze(source);
+  } catch (const report::RawFileError& e) {
+    throw runner::UsageError(e.what());
+  }
+}
+
 int Run(const RunCommand& cmd) {
   const std::uint64_t memory_limit =
       cmd.memory_limit.empty() ? 0 : runner::ParseSize(cmd.memory_limit, "--memory-limit");
@@ -221,8 +254,11 @@ int Run(const RunCommand& cmd) {
   const auto mode = runner::ParseMode(cmd.mode);
   if (!mode) throw runner::UsageError("unknown --mode '" + cmd.mode + "'");
   options.mode = *mode;
-  const report::RunTrace trace = runner::RunScript(options);
-  const report::Analysis analysis = report::Analyze(trace);
+  (void)runner::RunScript(options);
+  // The events stay in the file: analysis streams them in bounded memory.
+  const std::unique_ptr<report::RawFileSource> source = OpenRun(out);
+  const report::RunTrace& trace = source->meta();
+  const report::Analysis analysis = report::Analyze(*source);
   const report::TracePlan plan = report::PlanChromeTrace(analysis);
   WriteOutputs(trace, analysis, plan, out);
   if (cmd.python_command_line) {
@@ -242,32 +278,11 @@ bool SubinterpretersSupported() {
   return false;
 }
 
-// A saved run, read back from its events.raw. Throws UsageError.
-report::RunTrace LoadRun(const std::string& dir) {
-  const fs::path folder(dir);
-  const fs::path raw = folder / "events.raw";
-  std::error_code ec;
-  if (!fs::is_directory(folder, ec)) throw runner::UsageError("'" + dir + "' is not a gilscope output folder");
-  if (!fs::exists(raw, ec)) {
-    throw runner::UsageError("'" + dir + "' has no events.raw: it is not the output folder of a gilscope run");
-  }
-  try {
-    report::ReadOptions read;
-    read.allow_unfinished = true;
-    report::RawContents contents = report::ReadRawFile(raw.string(), read);
-    if (!contents.finished) {
-      spdlog::warn("{} was not finished (its run did not end cleanly): using what it holds", raw.string());
-    }
-    return std::move(contents.trace);
-  } catch (const report::RawFileError& e) {
-    throw runner::UsageError(e.what());
-  }
-}
-
 // `gilscope diff A B`.
 int Diff(const std::string& a, const std::string& b, const std::string& format) {
-  const report::RunTrace ta = LoadRun(a), tb = LoadRun(b);
-  const report::Analysis aa = report::Analyze(ta), ab = report::Analyze(tb);
+  const auto sa = OpenRun(a), sb = OpenRun(b);
+  const report::RunTrace &ta = sa->meta(), &tb = sb->meta();
+  const report::Analysis aa = AnalyzeRun(*sa), ab = AnalyzeRun(*sb);
   if (format == "json") {
     report::DiffWriter(std::cout).WriteJson(ta, aa, tb, ab);
   } else {
@@ -279,8 +294,9 @@ int Diff(const std::string& a, const std::string& b, const std::string& format) 
 // `gilscope report DIR`: every output again from DIR/events.raw.
 int Report(const std::string& dir, const std::string& format) {
   const fs::path folder(dir);
-  const report::RunTrace trace = LoadRun(dir);
-  const report::Analysis analysis = report::Analyze(trace);
+  const auto source = OpenRun(folder);
+  const report::RunTrace& trace = source->meta();
+  const report::Analysis analysis = AnalyzeRun(*source);
   const report::TracePlan plan = report::PlanChromeTrace(analysis);
   WriteOutputs(trace, analysis, plan, folder);
   PrintReport(trace, analysis, plan, format, folder);

@@ -1,5 +1,19 @@
-// Analyze(): one pass over each thread's stream, then one time-ordered merge
-// of all threads' intervals for the per-GIL figures.
+// Analyze(): one streaming pass over every thread's events at once, in time
+// order, in memory bounded by the number of threads and GILs, never by the
+// number of events.
+//
+// Each thread's stream is read through an EventSource cursor by a
+// ThreadStream, the state machine below, which turns events into that
+// thread's waiting and holding intervals one at a time. A sweep line pulls
+// the next interval boundary of every thread through a heap, so all threads'
+// intervals are visited in time order, and keeps each GIL's figures as it
+// goes (busy, contended and hand-off time, holders, the waiting count, the
+// switch counter replayed in acquisition order, the most blocking hold).
+// Percentiles come from QuantileSketch (exact up to 2,048 samples per
+// figure, within 1% beyond). Only the timeline the writers draw grows with
+// the run, and past kExactTimelineEvents it is aggregated at a width chosen
+// so that it stays under about a million pieces (Analysis::
+// timeline_merge_below_ns).
 //
 // How a stream is read (see event.h for the kinds):
 //   - Times are clipped into [start_ns, end_ns] and made non-decreasing per
@@ -21,16 +35,28 @@
 //     kAcquired with no kRequest still starts a hold (but yields no latency),
 //     a kWaitTimeout outside a wait starts one, a kRequest while holding ends
 //     the hold. Counts (acquisitions, releases) are of events actually seen.
+//
+// Why the sweep sees everything in order although each thread is read
+// lazily: a thread's next boundary in the heap is the start (or end) of an
+// interval it has already closed, so its cursor has read every event before
+// that boundary. When the sweep is at time T, every thread has therefore
+// read all its events before T: all acquisitions and drop requests before T
+// are known, and the ones the sweep consumes (those before T) come out in
+// exactly the order a sort of all of them would give.
 
 #include "report/analysis.h"
 #include "report/huge_pages.h"
 #include "report/phase_reference.h"
+#include "report/quantile_sketch.h"
 
 #include <algorithm>
 #include <array>
 #include <climits>
+#include <deque>
 #include <functional>
+#include <memory>
 #include <queue>
+#include <set>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -48,6 +74,11 @@ constexpr double kNsPerMs = 1e6;
 // Events name their GIL with a uint8_t, so 256 GILs at most can be told apart.
 constexpr std::size_t kGilValues = 256;
 constexpr int kNoSlot = -1;
+// Events a ThreadStream reads from its cursor at a time.
+constexpr std::size_t kReadBatch = 512;
+// An aggregated timeline piece grows to at most this many merge widths, so
+// a thread that cycles fast all run long still shows where its time went.
+constexpr std::uint64_t kMaxPieceWidths = 8;
 
 // Maps an event's `gil` value to the index of its GilInfo in RunTrace::gils.
 using GilSlots = std::array<int, kGilValues>;
@@ -65,49 +96,30 @@ GilSlots MakeGilSlots(const std::vector<GilInfo>& gils) {
   return slots;
 }
 
-// One in-window acquisition, kept to replay CPython's switch counter.
+// One in-window acquisition, kept until the sweep passes its time to replay
+// CPython's switch counter in acquisition order.
 struct Acquisition {
   std::uint64_t ts = 0;      // raw event time
   std::uint64_t tstate = 0;  // the thread's PyThreadState at that moment
   std::uint32_t thread = 0;
-  std::uint32_t seq = 0;     // position in the thread's stream
+  std::uint32_t slot = 0;    // the GIL's index in Analysis::gils
+  std::uint64_t seq = 0;     // position in the thread's stream
   // Not an acquisition: a release whose thread state differs from the one
   // that acquired (drop_gil's last_holder fix-up after PyThreadState_Swap).
   // It changes the last holder without counting a switch.
   bool fixup = false;
 };
 
-// Nearest-rank percentile (p in whole percent) of n samples: the value at
-// 1-based rank ceil(p * n / 100), computed in integers so that p50 of two
-// samples is exactly the smaller one.
-std::size_t NearestRank(std::size_t p, std::size_t n) {
-  return std::max<std::size_t>(1, (p * n + 99) / 100);
-}
+// Heap order: the earliest first; two threads cannot acquire one GIL in the
+// same nanosecond, so ties only break deterministically (thread, then stream
+// position).
+struct LaterAcquisition {
+  bool operator()(const Acquisition& a, const Acquisition& b) const {
+    return std::tie(a.ts, a.thread, a.seq) > std::tie(b.ts, b.thread, b.seq);
+  }
+};
 
-// Fills the wait figures from the latencies (in ns). Reorders `latencies`.
-void SetWaitPercentiles(std::vector<std::uint64_t>& latencies, ThreadStats& out) {
-  out.waits = latencies.size();
-  if (latencies.empty()) return;
-  const std::size_t n = latencies.size();
-  // nth_element twice is O(n): the p99 pass leaves every smaller rank in
-  // front of it, so the p50 pass may search only that prefix.
-  const auto p99 = latencies.begin() + static_cast<std::ptrdiff_t>(NearestRank(99, n) - 1);
-  std::nth_element(latencies.begin(), p99, latencies.end());
-  const auto p50 = latencies.begin() + static_cast<std::ptrdiff_t>(NearestRank(50, n) - 1);
-  std::nth_element(latencies.begin(), p50, p99 + 1);
-  const std::uint64_t max = *std::max_element(p99, latencies.end());
-  out.wait_p50_ms = static_cast<double>(*p50) / kNsPerMs;
-  out.wait_p99_ms = static_cast<double>(*p99) / kNsPerMs;
-  out.wait_max_ms = static_cast<double>(max) / kNsPerMs;
-}
-
-// Median (nearest rank) of `samples` in ms; 0 when empty. Reorders them.
-double MedianMs(std::vector<std::uint64_t>& samples) {
-  if (samples.empty()) return 0;
-  const auto mid = samples.begin() + static_cast<std::ptrdiff_t>(NearestRank(50, samples.size()) - 1);
-  std::nth_element(samples.begin(), mid, samples.end());
-  return static_cast<double>(*mid) / kNsPerMs;
-}
+double Ms(std::uint64_t ns) { return static_cast<double>(ns) / kNsPerMs; }
 
 // Resolves (pid, code id, line) of kFrame events to Analysis::sites
 // indices, creating each site once. Code ids are per process, so a thread's
@@ -212,27 +224,22 @@ class SiteTable {
   std::uint32_t last_site_ = kUnknownSite;
 };
 
-// Per-thread time by site: a dense array over all sites, and the list of
-// entries touched so that clearing it between threads costs only those.
+
+// Per-thread time by site, for the attribution tables.
 class SiteTotals {
  public:
-  void Add(std::uint32_t site, std::uint64_t ns) {
-    if (site >= ns_.size()) ns_.resize(static_cast<std::size_t>(site) + 1, 0);
-    if (ns_[site] == 0) touched_.push_back(site);
-    ns_[site] += ns;
-  }
+  void Add(std::uint32_t site, std::uint64_t ns) { ns_[site] += ns; }
 
-  // Moves the totals out, longest first, and clears them.
+  // The totals, longest first.
   std::vector<SiteTime> Take(const std::vector<CodeSite>& sites) {
     std::vector<SiteTime> out;
-    out.reserve(touched_.size());
-    for (std::uint32_t site : touched_) {
+    out.reserve(ns_.size());
+    for (const auto& [site, ns] : ns_) {
+      if (ns == 0) continue;
       const CodeSite& named = sites[site];
-      out.push_back({site, named.function, named.file, named.line, ns_[site],
-                     static_cast<double>(ns_[site]) / kNsPerSecond});
-      ns_[site] = 0;
+      out.push_back({site, named.function, named.file, named.line, ns, static_cast<double>(ns) / kNsPerSecond});
     }
-    touched_.clear();
+    ns_.clear();
     std::sort(out.begin(), out.end(), [](const SiteTime& a, const SiteTime& b) {
       if (a.ns != b.ns) return a.ns > b.ns;
       if (a.function != b.function) return a.function < b.function;
@@ -243,279 +250,96 @@ class SiteTotals {
   }
 
  private:
-  std::vector<std::uint64_t> ns_;
-  std::vector<std::uint32_t> touched_;
+  std::unordered_map<std::uint32_t, std::uint64_t> ns_;
 };
 
-// The state machine of one thread's stream. Owns nothing; writes into the
-// ThreadStats it was given and into the per-GIL accumulators.
-class ThreadWalker {
+// What every thread's stream feeds besides its own ThreadStats.
+struct Shared {
+  std::uint64_t window_start = 0;
+  std::uint64_t window_end = 0;
+  GilSlots slots{};
+  std::vector<GilStats>* gils = nullptr;
+  SiteTable* site_table = nullptr;
+  const std::vector<CodeSite>* sites = nullptr;
+  const std::vector<std::string>* marker_names = nullptr;
+  std::vector<Marker>* markers = nullptr;
+  // Acquisitions read but not yet replayed, earliest on top.
+  std::priority_queue<Acquisition, std::vector<Acquisition>, LaterAcquisition> acquisitions;
+  // In-window drop requests by GIL slot, read but not yet passed by the sweep.
+  std::vector<std::multiset<std::uint64_t>> drops;
+  // Null: no activity series.
+  ActivitySeries* activity = nullptr;
+  bool keep_timeline = true;
+  std::uint64_t merge_below_ns = 0;  // 0: keep every interval
+};
+
+// The state machine of one thread's stream: reads its events through a
+// cursor, a batch at a time, and hands out its waiting and holding intervals
+// in time order. Writes the thread's figures into its ThreadStats as it goes
+// and completes them when the stream ends.
+class ThreadStream {
  public:
-  ThreadWalker(std::uint64_t window_start, std::uint64_t window_end, const GilSlots& slots,
-               std::vector<std::vector<Acquisition>>& acquisitions,
-               std::vector<GilStats>& gil_stats, std::vector<std::uint64_t>& latencies, SiteTable& site_table,
-               const std::vector<CodeSite>& sites, const std::vector<std::string>& marker_names,
-               std::vector<Marker>& markers, std::vector<std::vector<std::uint64_t>>& drop_times)
-      : window_start_(window_start),
-        window_end_(window_end),
-        slots_(slots),
-        acquisitions_(acquisitions),
-        gil_stats_(gil_stats),
-        latencies_(latencies),
-        site_table_(site_table),
-        sites_(sites),
-        marker_names_(marker_names),
-        markers_(markers),
-        drop_times_(drop_times) {}
-
-  // Frees the scratch lists (after the last Walk): at 10M events they hold
-  // ~55 MB that the GIL sweep can use.
-  void ReleaseScratch() {
-    std::vector<std::uint64_t>().swap(latencies_);
-    std::vector<std::uint64_t>().swap(stretch_lengths_);
-    std::vector<std::uint64_t>().swap(io_latencies_);
+  ThreadStream(Shared& shared, const EventSource& source, std::size_t stream, ThreadStats& out)
+      : shared_(shared),
+        source_(source),
+        stream_(stream),
+        index_(static_cast<std::uint32_t>(stream)),
+        pid_(source.meta().threads[stream].pid),
+        out_(out) {
+    state_start_ = shared.window_start;
   }
 
-  // Holding / waiting intervals stored by all Walk() calls on one GIL.
-  std::size_t HoldingIntervals(std::size_t gil) const { return holding_intervals_[gil]; }
-  std::size_t WaitingIntervals(std::size_t gil) const { return waiting_intervals_[gil]; }
-
-  // Returns how many of the thread's events named an unknown GIL.
-  // `acquired` and `requested`: its kAcquired and kRequest events, which
-  // bound how many holds, waits and released stretches it can have.
-  std::uint64_t Walk(const ThreadTrace& in, std::uint32_t index, std::size_t acquired, std::size_t requested,
-                     ThreadStats& out) {
-    out_ = &out;
-    index_ = index;
-    state_ = GilState::kReleased;
-    gil_ = 0;
-    state_start_ = window_start_;
-    held_by_gil_.fill(0);
-    latencies_.clear();
-    stretch_lengths_.clear();
-    io_latencies_.clear();
-    // A hold or a completed wait starts with a kAcquired; a released
-    // stretch ends with a request (a folded one is a kAcquired). Sized once,
-    // the scratch never regrows mid-walk (and has room for the holds after).
-    ReserveHuge(latencies_, acquired);
-    ReserveHuge(io_latencies_, acquired);
-    ReserveHuge(stretch_lengths_, requested + acquired);
-    regions_.clear();
-    frame_site_ = kUnknownSite;
-    closing_site_ = kUnknownSite;
-    stretch_site_ = kUnknownSite;
-    stretch_voluntary_ = false;
-    std::uint64_t unknown_gil = 0;
-    std::uint64_t tstate = 0;
-    std::uint64_t acquired_tstate = 0;  // tstate of the thread's latest acquisition
-    std::uint64_t wait_start = 0;
-    // The running wait began on the way back from a blocking call and found
-    // the GIL held (ThreadStats::io_waits).
-    bool io_wait = false;
-    std::uint64_t cursor = 0;  // latest time seen: keeps time non-decreasing
-    bool started = false;
-    bool exited = false;
-
-    // Each timed event closes at most one interval, plus the final close.
-    // Capacity left unused (timeouts, thread states) is never written, so it
-    // costs address space, not resident memory; and no regrowth copies.
-    ReserveHuge(out.intervals, in.events.size() + 1);
-    const std::size_t n = in.events.size();
-    // A kAcquired with kFlagRequestFolded stands for its kRequest and
-    // itself: the request is replayed first (same seq), then the acquisition.
-    bool replaying_request = false;
-    Event request;
-    for (std::size_t seq = 0; seq < n && !exited; ++seq) {
-      const Event* ep = &in.events[seq];
-      if (ep->kind == EventKind::kAcquired && (ep->flags & recorder::kFlagRequestFolded) != 0) {
-        replaying_request = !replaying_request;
-        if (replaying_request) {
-          request = Event{ep->ts - std::min<std::uint64_t>(ep->aux, ep->ts), EventKind::kRequest, ep->gil, 0, 0};
-          ep = &request;
-          --seq;  // this acquisition again, next round (unsigned wrap-around is fine)
-        }
+  // Makes the front of the queue an interval on a GIL of the run, reading
+  // as needed (intervals on unknown GILs are passed over: they count in the
+  // thread's own figures only). False once the stream is over.
+  bool NextRelevant() {
+    for (;;) {
+      while (!pending_.empty()) {
+        if (shared_.slots[pending_.front().gil] != kNoSlot) return true;
+        pending_.pop_front();
       }
-      const Event& e = *ep;
-      if (e.kind == EventKind::kThreadState) {
-        tstate = e.ts;
-        continue;
-      }
-      if (e.kind == EventKind::kFrame) {
-        frame_site_ = site_table_.Resolve(in.pid, e.ts, e.aux);
-        continue;
-      }
-      if (IsMarker(e.kind)) {
-        if (e.ts > window_end_) break;  // the same rule as for timed events
-        Mark(e, std::max(e.ts, cursor));
-        continue;
-      }
-      if (!IsTimed(e.kind)) continue;  // a kind this build does not know
-      const bool at_start = e.kind == EventKind::kAcquired && (e.flags & recorder::kFlagAtStart) != 0;
-      // The synthetic acquisition stands for "held when the GIL's window
-      // opened" (the run's, or later for a subinterpreter's or a forked
-      // child's GIL), whatever its ts says.
-      std::uint64_t raw = e.ts;
-      if (at_start) {
-        raw = window_start_;
-        if (slots_[e.gil] != kNoSlot) raw = gil_stats_[static_cast<std::size_t>(slots_[e.gil])].start_ns;
-      }
-      if (raw > window_end_) break;
-      const bool inside = raw >= window_start_;
-      std::uint64_t t = std::max(raw, window_start_);
-      if (!started) {
-        started = true;
-        out.lifetime_start_ns = t;
-        state_start_ = t;
-        cursor = t;
-      }
-      t = std::max(t, cursor);
-      cursor = t;
-
-      int slot = kNoSlot;
-      if (e.kind != EventKind::kThreadExit) {
-        slot = slots_[e.gil];
-        if (slot == kNoSlot) ++unknown_gil;
-      }
-
-      switch (e.kind) {
-        case EventKind::kRequest:
-          // A second request for the same GIL means the acquire/release in
-          // between was dropped; keep the wait that is already running.
-          if (state_ != GilState::kWaiting || gil_ != e.gil) {
-            // The blocking call that followed a voluntary release is over.
-            if (state_ == GilState::kReleased && stretch_voluntary_ && t > state_start_) {
-              stretch_lengths_.push_back(t - state_start_);
-            }
-            // A replayed request is a folded one: the GIL was free.
-            io_wait = state_ == GilState::kReleased && stretch_voluntary_ && !replaying_request;
-            Enter(GilState::kWaiting, e.gil, t);
-            wait_start = t;
-          }
-          break;
-        case EventKind::kWaitTimeout:
-          if (inside && (e.flags & recorder::kFlagDropRequest) != 0 && slot != kNoSlot) {
-            ++gil_stats_[static_cast<std::size_t>(slot)].drop_requests;
-            drop_times_[static_cast<std::size_t>(slot)].push_back(t);
-          }
-          if (state_ != GilState::kWaiting) {  // its kRequest was dropped
-            io_wait = false;
-            Enter(GilState::kWaiting, e.gil, t);
-            wait_start = t;
-          }
-          break;
-        case EventKind::kAcquired:
-          if (inside && !at_start) {
-            ++out.acquisitions;
-            if (state_ == GilState::kWaiting && gil_ == e.gil) {
-              latencies_.push_back(t - wait_start);
-              if (io_wait) io_latencies_.push_back(t - wait_start);
-            }
-            if (slot != kNoSlot) {
-              acquisitions_[static_cast<std::size_t>(slot)].push_back(
-                  {raw, tstate, index, static_cast<std::uint32_t>(seq)});
-            }
-          }
-          acquired_tstate = tstate;
-          io_wait = false;
-          Enter(GilState::kHolding, e.gil, t);
-          // A frame names the release right after it; one left over from a
-          // release that was dropped must not name a later one.
-          frame_site_ = kUnknownSite;
-          break;
-        case EventKind::kReleased: {
-          const bool voluntary = (e.flags & recorder::kFlagForced) == 0;
-          if (inside) ++(voluntary ? out.voluntary_releases : out.forced_releases);
-          if (inside && slot != kNoSlot && tstate != acquired_tstate) {
-            Acquisition fixup{raw, tstate, index, static_cast<std::uint32_t>(seq)};
-            fixup.fixup = true;
-            acquisitions_[static_cast<std::size_t>(slot)].push_back(fixup);
-          }
-          if (state_ != GilState::kReleased) {
-            // The hold (if it is one) ends here and the frame before this
-            // release names it, and the call site the released stretch is
-            // spent in when the release was voluntary.
-            closing_site_ = frame_site_;
-            closing_forced_ = !voluntary;
-            Enter(GilState::kReleased, e.gil, t);
-            stretch_site_ = frame_site_;
-            stretch_voluntary_ = voluntary;
-          }
-          frame_site_ = kUnknownSite;
-          break;
-        }
-        case EventKind::kThreadExit:
-          Close(t);
-          out.lifetime_end_ns = t;
-          exited = true;
-          break;
-        case EventKind::kThreadState:
-        case EventKind::kFrame:
-        case EventKind::kMark:
-        case EventKind::kRegionBegin:
-        case EventKind::kRegionEnd:
-          break;  // handled above
-      }
+      if (finished_) return false;
+      Fill();
     }
-
-    if (!started) {
-      out.lifetime_start_ns = window_start_;
-      out.lifetime_end_ns = window_start_;
-    } else if (!exited) {
-      // A GIL's own window closes when its process exits (a forked child
-      // calls _exit holding the GIL, with no kThreadExit) or its interpreter
-      // is finalized. A thread whose last state was on such a GIL, with no
-      // event after, ended there: running it on to the run's end made a
-      // child's thread hold its GIL for longer than the GIL existed.
-      std::uint64_t end = window_end_;
-      if (const int slot = slots_[gil_]; slot != kNoSlot) {
-        end = std::clamp(gil_stats_[static_cast<std::size_t>(slot)].end_ns, cursor, window_end_);
-      }
-      Close(end);
-      out.lifetime_end_ns = end;
-    }
-    out.exited = exited;
-    out.state_at_end = state_;
-    // Regions still open end with the thread (or the window).
-    while (!regions_.empty()) {
-      Marker m = std::move(regions_.back());
-      regions_.pop_back();
-      m.end_ns = std::max(m.start_ns, out.lifetime_end_ns);
-      m.open = true;
-      markers_.push_back(std::move(m));
-    }
-    out.io_waits = io_latencies_.size();
-    out.io_wait_p50_ms = MedianMs(io_latencies_);
-    out.voluntary_stretches = stretch_lengths_.size();
-    out.voluntary_released_p50_ms = MedianMs(stretch_lengths_);
-    // Every hold of the walk is one holding interval (Close stores each
-    // non-empty one): their lengths go through the stretch scratch, free
-    // again, rather than a list of their own filled during the walk.
-    stretch_lengths_.clear();
-    for (const StateInterval& iv : out.intervals) {
-      if (iv.state == GilState::kHolding) stretch_lengths_.push_back(iv.end_ns - iv.start_ns);
-    }
-    out.holds = stretch_lengths_.size();
-    out.hold_p50_ms = MedianMs(stretch_lengths_);
-    out.held_by_function = held_by_site_.Take(sites_);
-    out.released_at = released_by_site_.Take(sites_);
-    out.lifetime_ns = out.lifetime_end_ns - out.lifetime_start_ns;
-    out.lifetime_s = static_cast<double>(out.lifetime_ns) / kNsPerSecond;
-    out.held_s = static_cast<double>(out.held_ns) / kNsPerSecond;
-    out.waiting_s = static_cast<double>(out.waiting_ns) / kNsPerSecond;
-    out.released_s = static_cast<double>(out.released_ns) / kNsPerSecond;
-    SetWaitPercentiles(latencies_, out);
-
-    std::uint64_t best = 0;
-    for (std::size_t g = 0; g < kGilValues; ++g) {
-      if (held_by_gil_[g] > best) {
-        best = held_by_gil_[g];
-        out.main_gil = static_cast<int>(g);
-      }
-    }
-    return unknown_gil;
   }
+  const StateInterval& front() const { return pending_.front(); }
+  void PopFront() { pending_.pop_front(); }
+  std::uint64_t unknown_gil() const { return unknown_gil_; }
 
  private:
+  // Reads events until an interval is queued or the stream is over.
+  void Fill() {
+    while (pending_.empty() && !finished_) {
+      if (pos_ == len_) {
+        if (!stopped_) {
+          if (!cursor_) {
+            cursor_ = source_.Open(stream_);
+            buffer_.resize(kReadBatch);
+          }
+          len_ = cursor_->Read(buffer_.data(), buffer_.size());
+          pos_ = 0;
+        }
+        if (stopped_ || len_ == 0) {
+          Finish();
+          return;
+        }
+      }
+      const Event e = buffer_[pos_++];
+      const std::uint64_t seq = seq_++;
+      if (e.kind == EventKind::kAcquired && (e.flags & recorder::kFlagRequestFolded) != 0) {
+        // Stands for its kRequest and itself: the request first.
+        replaying_request_ = true;
+        Step(Event{e.ts - std::min<std::uint64_t>(e.aux, e.ts), EventKind::kRequest, e.gil, 0, 0}, seq);
+        replaying_request_ = false;
+        if (stopped_) continue;
+      }
+      Step(e, seq);
+      if (stopped_) {
+        pos_ = len_;  // nothing after this event counts
+      }
+    }
+  }
+
   static bool IsTimed(EventKind kind) {
     switch (kind) {
       case EventKind::kRequest:
@@ -538,22 +362,152 @@ class ThreadWalker {
     return kind == EventKind::kMark || kind == EventKind::kRegionBegin || kind == EventKind::kRegionEnd;
   }
 
+  void Step(const Event& e, std::uint64_t seq) {
+    const std::uint64_t window_start = shared_.window_start, window_end = shared_.window_end;
+    if (e.kind == EventKind::kThreadState) {
+      tstate_ = e.ts;
+      return;
+    }
+    if (e.kind == EventKind::kFrame) {
+      frame_site_ = shared_.site_table->Resolve(pid_, e.ts, e.aux);
+      return;
+    }
+    if (IsMarker(e.kind)) {
+      if (e.ts > window_end) {  // the same rule as for timed events
+        stopped_ = true;
+        return;
+      }
+      Mark(e, std::max(e.ts, cursor_ts_));
+      return;
+    }
+    if (!IsTimed(e.kind)) return;  // a kind this build does not know
+    const bool at_start = e.kind == EventKind::kAcquired && (e.flags & recorder::kFlagAtStart) != 0;
+    // The synthetic acquisition stands for "held when the GIL's window
+    // opened" (the run's, or later for a subinterpreter's or a forked
+    // child's GIL), whatever its ts says.
+    std::uint64_t raw = e.ts;
+    if (at_start) {
+      raw = window_start;
+      if (shared_.slots[e.gil] != kNoSlot) raw = (*shared_.gils)[static_cast<std::size_t>(shared_.slots[e.gil])].start_ns;
+    }
+    if (raw > window_end) {
+      stopped_ = true;
+      return;
+    }
+    const bool inside = raw >= window_start;
+    std::uint64_t t = std::max(raw, window_start);
+    if (!started_) {
+      started_ = true;
+      out_.lifetime_start_ns = t;
+      state_start_ = t;
+      cursor_ts_ = t;
+      StartActivity();
+    }
+    t = std::max(t, cursor_ts_);
+    cursor_ts_ = t;
+
+    int slot = kNoSlot;
+    if (e.kind != EventKind::kThreadExit) {
+      slot = shared_.slots[e.gil];
+      if (slot == kNoSlot) ++unknown_gil_;
+    }
+
+    switch (e.kind) {
+      case EventKind::kRequest:
+        // A second request for the same GIL means the acquire/release in
+        // between was dropped; keep the wait that is already running.
+        if (state_ != GilState::kWaiting || gil_ != e.gil) {
+          // The blocking call that followed a voluntary release is over.
+          if (state_ == GilState::kReleased && stretch_voluntary_ && t > state_start_) {
+            stretch_lengths_.Add(t - state_start_);
+          }
+          // A replayed request is a folded one: the GIL was free.
+          io_wait_ = state_ == GilState::kReleased && stretch_voluntary_ && !replaying_request_;
+          Enter(GilState::kWaiting, e.gil, t);
+          wait_start_ = t;
+        }
+        break;
+      case EventKind::kWaitTimeout:
+        if (inside && (e.flags & recorder::kFlagDropRequest) != 0 && slot != kNoSlot) {
+          ++(*shared_.gils)[static_cast<std::size_t>(slot)].drop_requests;
+          shared_.drops[static_cast<std::size_t>(slot)].insert(t);
+        }
+        if (state_ != GilState::kWaiting) {  // its kRequest was dropped
+          io_wait_ = false;
+          Enter(GilState::kWaiting, e.gil, t);
+          wait_start_ = t;
+        }
+        break;
+      case EventKind::kAcquired:
+        if (inside && !at_start) {
+          ++out_.acquisitions;
+          if (state_ == GilState::kWaiting && gil_ == e.gil) {
+            latencies_.Add(t - wait_start_);
+            if (io_wait_) io_latencies_.Add(t - wait_start_);
+          }
+          if (slot != kNoSlot) {
+            shared_.acquisitions.push({raw, tstate_, index_, static_cast<std::uint32_t>(slot), seq, false});
+          }
+        }
+        acquired_tstate_ = tstate_;
+        io_wait_ = false;
+        Enter(GilState::kHolding, e.gil, t);
+        // A frame names the release right after it; one left over from a
+        // release that was dropped must not name a later one.
+        frame_site_ = kUnknownSite;
+        break;
+      case EventKind::kReleased: {
+        const bool voluntary = (e.flags & recorder::kFlagForced) == 0;
+        if (inside) ++(voluntary ? out_.voluntary_releases : out_.forced_releases);
+        if (inside && slot != kNoSlot && tstate_ != acquired_tstate_) {
+          shared_.acquisitions.push({raw, tstate_, index_, static_cast<std::uint32_t>(slot), seq, true});
+        }
+        if (state_ != GilState::kReleased) {
+          // The hold (if it is one) ends here and the frame before this
+          // release names it, and the call site the released stretch is
+          // spent in when the release was voluntary.
+          closing_site_ = frame_site_;
+          closing_forced_ = !voluntary;
+          Enter(GilState::kReleased, e.gil, t);
+          stretch_site_ = frame_site_;
+          stretch_voluntary_ = voluntary;
+        }
+        frame_site_ = kUnknownSite;
+        break;
+      }
+      case EventKind::kThreadExit:
+        Close(t);
+        out_.lifetime_end_ns = t;
+        exited_ = true;
+        stopped_ = true;
+        break;
+      case EventKind::kThreadState:
+      case EventKind::kFrame:
+      case EventKind::kMark:
+      case EventKind::kRegionBegin:
+      case EventKind::kRegionEnd:
+        break;  // handled above
+    }
+  }
+
   std::string MarkerName(std::uint32_t aux) const {
-    return aux < marker_names_.size() ? marker_names_[aux] : "marker " + std::to_string(aux);
+    const auto& names = *shared_.marker_names;
+    return aux < names.size() ? names[aux] : "marker " + std::to_string(aux);
   }
 
   // A marker event at raw time t (already non-decreasing, maybe before the
   // window). Instants outside the window are dropped; regions are clipped.
   void Mark(const Event& e, std::uint64_t t) {
+    const std::uint64_t window_start = shared_.window_start;
     switch (e.kind) {
       case EventKind::kMark:
-        if (t >= window_start_) {
-          markers_.push_back({MarkerName(e.aux), index_, t, t, false, false,
-                              static_cast<std::uint32_t>(regions_.size())});
+        if (t >= window_start) {
+          shared_.markers->push_back({MarkerName(e.aux), index_, t, t, false, false,
+                                      static_cast<std::uint32_t>(regions_.size())});
         }
         break;
       case EventKind::kRegionBegin:
-        regions_.push_back({MarkerName(e.aux), index_, std::max(t, window_start_), 0, true, false,
+        regions_.push_back({MarkerName(e.aux), index_, std::max(t, window_start), 0, true, false,
                             static_cast<std::uint32_t>(regions_.size())});
         break;
       case EventKind::kRegionEnd:
@@ -561,15 +515,73 @@ class ThreadWalker {
         if (!regions_.empty()) {
           Marker m = std::move(regions_.back());
           regions_.pop_back();
-          if (t >= window_start_) {
+          if (t >= window_start) {
             m.end_ns = std::max(t, m.start_ns);
-            markers_.push_back(std::move(m));
+            shared_.markers->push_back(std::move(m));
           }
         }
         break;
       default:
         break;
     }
+  }
+
+  // The thread's activity vectors, from the bucket of its first event to
+  // the window's last (cut to its lifetime in Finish).
+  void StartActivity() {
+    ActivitySeries* s = shared_.activity;
+    if (s == nullptr) return;
+    ActivitySeries::Thread& a = s->threads[index_];
+    a.first_bucket = s->BucketOf(out_.lifetime_start_ns);
+    const std::size_t n = s->buckets - std::min(a.first_bucket, s->buckets);
+    a.held_ns.assign(n, 0);
+    a.waiting_ns.assign(n, 0);
+    a.waits.assign(n, 0);
+    a.wait_ns.assign(n, 0);
+  }
+
+  // A closed waiting or holding interval: the queue, the timeline, the
+  // activity series.
+  void Emit(const StateInterval& iv) {
+    pending_.push_back(iv);
+    if (ActivitySeries* s = shared_.activity) {
+      ActivitySeries::Thread& a = s->threads[index_];
+      if (iv.state == GilState::kHolding) {
+        s->Spread(a.held_ns, a.first_bucket, iv.start_ns, iv.end_ns);
+        // A completed wait: the waiting interval right before, on the same
+        // GIL, ending where this hold begins.
+        if (has_last_ && last_.state == GilState::kWaiting && last_.gil == iv.gil && last_.end_ns == iv.start_ns) {
+          const std::size_t b = s->BucketOf(last_.end_ns);
+          if (b >= a.first_bucket && b - a.first_bucket < a.waits.size()) {
+            ++a.waits[b - a.first_bucket];
+            a.wait_ns[b - a.first_bucket] += last_.end_ns - last_.start_ns;
+          }
+        }
+      } else {
+        s->Spread(a.waiting_ns, a.first_bucket, iv.start_ns, iv.end_ns);
+      }
+    }
+    has_last_ = true;
+    last_ = iv;
+    if (!shared_.keep_timeline) return;
+    std::vector<StateInterval>& timeline = out_.intervals;
+    const std::uint64_t width = shared_.merge_below_ns;
+    const std::uint64_t length = iv.end_ns - iv.start_ns;
+    if (width > 0 && !timeline.empty() && length < width && iv.start_ns - timeline.back().end_ns < width &&
+        iv.end_ns - timeline.back().start_ns <= kMaxPieceWidths * width) {
+      // Aggregated timeline: a short interval close after the last piece
+      // joins it, up to kMaxPieceWidths widths; the piece shows the state it
+      // spent most time in.
+      StateInterval& piece = timeline.back();
+      piece.end_ns = iv.end_ns;
+      (iv.state == GilState::kHolding ? piece_held_ns_ : piece_waiting_ns_) += length;
+      piece.state = piece_held_ns_ >= piece_waiting_ns_ ? GilState::kHolding : GilState::kWaiting;
+      piece.forced_end = iv.forced_end;
+      return;
+    }
+    timeline.push_back(iv);
+    piece_held_ns_ = iv.state == GilState::kHolding ? length : 0;
+    piece_waiting_ns_ = iv.state == GilState::kWaiting ? length : 0;
   }
 
   // Ends the current interval at t (t >= state_start_ by the cursor rule).
@@ -584,23 +596,22 @@ class ThreadWalker {
     const std::uint64_t d = t - state_start_;
     switch (state_) {
       case GilState::kReleased:
-        out_->released_ns += d;
+        out_.released_ns += d;
         if (stretch_voluntary_) released_by_site_.Add(stretch_site_, d);
         break;
       case GilState::kWaiting:
-        out_->waiting_ns += d;
-        out_->intervals.push_back({state_start_, t, state_, gil_, false, kUnknownSite});
-        ++waiting_intervals_[gil_];
+        out_.waiting_ns += d;
+        Emit({state_start_, t, state_, gil_, false, kUnknownSite});
         break;
       case GilState::kHolding:
-        out_->held_ns += d;
+        out_.held_ns += d;
         held_by_gil_[gil_] += d;
-        out_->intervals.push_back({state_start_, t, state_, gil_, forced, site});
-        ++holding_intervals_[gil_];
+        hold_lengths_.Add(d);
         held_by_site_.Add(site, d);
-        if (d > out_->longest_hold.end_ns - out_->longest_hold.start_ns) {
-          out_->longest_hold = HoldRecord{state_start_, t, /*blocked_ns=*/0, /*unheeded_ns=*/0, site};
+        if (d > out_.longest_hold.end_ns - out_.longest_hold.start_ns) {
+          out_.longest_hold = HoldRecord{state_start_, t, /*blocked_ns=*/0, /*unheeded_ns=*/0, site};
         }
+        Emit({state_start_, t, state_, gil_, forced, site});
         break;
     }
     state_start_ = t;
@@ -620,28 +631,124 @@ class ThreadWalker {
     stretch_site_ = kUnknownSite;
   }
 
-  const std::uint64_t window_start_;
-  const std::uint64_t window_end_;
-  const GilSlots& slots_;
-  std::vector<std::vector<Acquisition>>& acquisitions_;
-  std::vector<GilStats>& gil_stats_;
-  std::vector<std::uint64_t>& latencies_;  // scratch, reused across threads
-  SiteTable& site_table_;
-  const std::vector<CodeSite>& sites_;
-  const std::vector<std::string>& marker_names_;
-  std::vector<Marker>& markers_;
-  std::vector<std::vector<std::uint64_t>>& drop_times_;  // by GIL slot, in-window drop requests
+  // The stream is over: close the last interval and complete the figures.
+  void Finish() {
+    finished_ = true;
+    cursor_.reset();
+    std::vector<Event>().swap(buffer_);
+    const std::uint64_t window_start = shared_.window_start, window_end = shared_.window_end;
+    if (!started_) {
+      out_.lifetime_start_ns = window_start;
+      out_.lifetime_end_ns = window_start;
+    } else if (!exited_) {
+      // A GIL's own window closes when its process exits (a forked child
+      // calls _exit holding the GIL, with no kThreadExit) or its interpreter
+      // is finalized. A thread whose last state was on such a GIL, with no
+      // event after, ended there: running it on to the run's end made a
+      // child's thread hold its GIL for longer than the GIL existed.
+      std::uint64_t end = window_end;
+      if (const int slot = shared_.slots[gil_]; slot != kNoSlot) {
+        end = std::clamp((*shared_.gils)[static_cast<std::size_t>(slot)].end_ns, cursor_ts_, window_end);
+      }
+      Close(end);
+      out_.lifetime_end_ns = end;
+    }
+    out_.exited = exited_;
+    out_.state_at_end = state_;
+    // Regions still open end with the thread (or the window).
+    while (!regions_.empty()) {
+      Marker m = std::move(regions_.back());
+      regions_.pop_back();
+      m.end_ns = std::max(m.start_ns, out_.lifetime_end_ns);
+      m.open = true;
+      shared_.markers->push_back(std::move(m));
+    }
+    out_.io_waits = io_latencies_.count();
+    out_.io_wait_p50_ms = Ms(io_latencies_.Percentile(50));
+    out_.voluntary_stretches = stretch_lengths_.count();
+    out_.voluntary_released_p50_ms = Ms(stretch_lengths_.Percentile(50));
+    out_.holds = hold_lengths_.count();
+    out_.hold_p50_ms = Ms(hold_lengths_.Percentile(50));
+    out_.waits = latencies_.count();
+    out_.wait_p50_ms = Ms(latencies_.Percentile(50));
+    out_.wait_p99_ms = Ms(latencies_.Percentile(99));
+    out_.wait_max_ms = Ms(latencies_.max());
+    out_.held_by_function = held_by_site_.Take(*shared_.sites);
+    out_.released_at = released_by_site_.Take(*shared_.sites);
+    out_.lifetime_ns = out_.lifetime_end_ns - out_.lifetime_start_ns;
+    out_.lifetime_s = static_cast<double>(out_.lifetime_ns) / kNsPerSecond;
+    out_.held_s = static_cast<double>(out_.held_ns) / kNsPerSecond;
+    out_.waiting_s = static_cast<double>(out_.waiting_ns) / kNsPerSecond;
+    out_.released_s = static_cast<double>(out_.released_ns) / kNsPerSecond;
+    std::uint64_t best = 0;
+    for (std::size_t g = 0; g < kGilValues; ++g) {
+      if (held_by_gil_[g] > best) {
+        best = held_by_gil_[g];
+        out_.main_gil = static_cast<int>(g);
+      }
+    }
+    if (ActivitySeries* s = shared_.activity) {
+      ActivitySeries::Thread& a = s->threads[index_];
+      std::size_t n = 0;
+      if (s->buckets > 0 && out_.lifetime_end_ns > out_.lifetime_start_ns) {
+        n = s->BucketOf(out_.lifetime_end_ns - 1) - a.first_bucket + 1;
+      }
+      a.held_ns.resize(n);
+      a.waiting_ns.resize(n);
+      a.waits.resize(n);
+      a.wait_ns.resize(n);
+      a.held_ns.shrink_to_fit();
+      a.waiting_ns.shrink_to_fit();
+      a.waits.shrink_to_fit();
+      a.wait_ns.shrink_to_fit();
+    }
+    // The sketches are done with: free them (thousands of threads).
+    latencies_ = QuantileSketch();
+    io_latencies_ = QuantileSketch();
+    stretch_lengths_ = QuantileSketch();
+    hold_lengths_ = QuantileSketch();
+    std::vector<Marker>().swap(regions_);
+  }
 
-  // Scratch reused across threads, so a walk allocates only when a thread
-  // has more of something than every thread before it.
-  std::vector<std::uint64_t> stretch_lengths_;
-  std::vector<std::uint64_t> io_latencies_;
-  std::vector<Marker> regions_;  // open regions, innermost last
+  Shared& shared_;
+  const EventSource& source_;
+  const std::size_t stream_;
+  const std::uint32_t index_;
+  const std::uint32_t pid_;
+  ThreadStats& out_;
+
+  std::unique_ptr<StreamCursor> cursor_;
+  std::vector<Event> buffer_;
+  std::size_t pos_ = 0;
+  std::size_t len_ = 0;
+  std::uint64_t seq_ = 0;
+  bool stopped_ = false;   // past the window's end, or exited: read no more
+  bool finished_ = false;  // Finish() ran
+  std::deque<StateInterval> pending_;  // closed, not yet passed by the sweep
+  bool has_last_ = false;
+  StateInterval last_;                 // the interval emitted last
+  std::uint64_t piece_held_ns_ = 0;    // the last timeline piece's make-up
+  std::uint64_t piece_waiting_ns_ = 0;
+
+  QuantileSketch latencies_;
+  QuantileSketch io_latencies_;
+  QuantileSketch stretch_lengths_;
+  QuantileSketch hold_lengths_;
   SiteTotals held_by_site_;
   SiteTotals released_by_site_;
+  std::vector<Marker> regions_;  // open regions, innermost last
 
-  ThreadStats* out_ = nullptr;
-  std::uint32_t index_ = 0;
+  std::uint64_t unknown_gil_ = 0;
+  std::uint64_t tstate_ = 0;
+  std::uint64_t acquired_tstate_ = 0;  // tstate of the thread's latest acquisition
+  std::uint64_t wait_start_ = 0;
+  // The running wait began on the way back from a blocking call and found
+  // the GIL held (ThreadStats::io_waits).
+  bool io_wait_ = false;
+  bool replaying_request_ = false;
+  std::uint64_t cursor_ts_ = 0;  // latest time seen: keeps time non-decreasing
+  bool started_ = false;
+  bool exited_ = false;
   // The site of the last kFrame, until the kReleased it describes.
   std::uint32_t frame_site_ = kUnknownSite;
   // The site of the hold being closed by the current kReleased, and
@@ -655,33 +762,7 @@ class ThreadWalker {
   std::uint8_t gil_ = 0;
   std::uint64_t state_start_ = 0;
   std::array<std::uint64_t, kGilValues> held_by_gil_{};
-  // Intervals stored so far, all threads, by GIL value.
-  std::array<std::size_t, kGilValues> holding_intervals_{};
-  std::array<std::size_t, kGilValues> waiting_intervals_{};
 };
-
-// Replays CPython's rule (take_gil: if tstate != last_holder, ++switch_number)
-// over the window's acquisitions of one GIL in time order.
-std::uint64_t CountSwitches(std::vector<Acquisition>& acquisitions, std::uint64_t holder_at_start) {
-  // Two threads cannot acquire one GIL in the same nanosecond, so ties only
-  // break deterministically; within a thread, stream order is time order.
-  std::sort(acquisitions.begin(), acquisitions.end(), [](const Acquisition& a, const Acquisition& b) {
-    if (a.ts != b.ts) return a.ts < b.ts;
-    if (a.thread != b.thread) return a.thread < b.thread;
-    return a.seq < b.seq;
-  });
-  std::uint64_t switches = 0;
-  std::uint64_t last_holder = holder_at_start;
-  for (const Acquisition& a : acquisitions) {
-    if (a.fixup) {
-      last_holder = a.tstate;
-    } else if (a.tstate != last_holder) {
-      ++switches;
-      last_holder = a.tstate;
-    }
-  }
-  return switches;
-}
 
 // Per-GIL running state of the sweep line.
 struct Sweep {
@@ -695,9 +776,12 @@ struct Sweep {
   std::uint64_t hold_end = 0;
   std::uint32_t hold_site = kUnknownSite;
   std::uint64_t hold_blocked = 0;
+  // CPython's switch counter, replayed.
+  std::uint64_t last_holder = 0;
+  QuantileSketch hold_lengths;
 };
 
-void Advance(Sweep& sweep, GilStats& gil, std::uint64_t ts) {
+void Advance(Sweep& sweep, GilStats& gil, ActivitySeries* activity, std::size_t g, std::uint64_t ts) {
   if (ts <= sweep.last_ts) return;
   // Only the part inside the GIL's own window counts: its fractions divide
   // by that window, so time outside it (a wait before a forked child's GIL
@@ -709,9 +793,11 @@ void Advance(Sweep& sweep, GilStats& gil, std::uint64_t ts) {
   const std::uint64_t d = to - from;
   if (sweep.holding > 0) {
     gil.busy_ns += d;
+    if (activity != nullptr) activity->Spread(activity->gils[g].busy_ns, 0, from, to);
     if (sweep.waiting > 0) {
       gil.contended_ns += d;
       sweep.hold_blocked += d;
+      if (activity != nullptr) activity->Spread(activity->gils[g].contended_ns, 0, from, to);
     }
   } else if (sweep.waiting > 0) {
     gil.handoff_ns += d;
@@ -721,13 +807,14 @@ void Advance(Sweep& sweep, GilStats& gil, std::uint64_t ts) {
 // Ends the sweep's open hold, keeping it as its thread's most blocking hold
 // when it kept the GIL longer after a drop request (ties: others waited
 // longer under it, then the longer hold). `drops`: the GIL's drop-request
-// times, sorted.
-void FinishHold(Sweep& sweep, const std::vector<std::uint64_t>& drops, std::vector<ThreadStats>& threads) {
+// times not yet passed; those before the hold are forgotten (holds are
+// finished in the order they start).
+void FinishHold(Sweep& sweep, std::multiset<std::uint64_t>& drops, std::vector<ThreadStats>& threads) {
   if (!sweep.hold_open) return;
   sweep.hold_open = false;
+  drops.erase(drops.begin(), drops.lower_bound(sweep.hold_start));
   std::uint64_t unheeded = 0;
-  const auto first = std::lower_bound(drops.begin(), drops.end(), sweep.hold_start);
-  if (first != drops.end() && *first < sweep.hold_end) unheeded = sweep.hold_end - *first;
+  if (!drops.empty() && *drops.begin() < sweep.hold_end) unheeded = sweep.hold_end - *drops.begin();
   HoldRecord& best = threads[sweep.hold_thread].most_blocking_hold;
   const std::uint64_t length = sweep.hold_end - sweep.hold_start;
   const auto key = std::make_tuple(unheeded, sweep.hold_blocked, length);
@@ -735,6 +822,7 @@ void FinishHold(Sweep& sweep, const std::vector<std::uint64_t>& drops, std::vect
     best = HoldRecord{sweep.hold_start, sweep.hold_end, sweep.hold_blocked, unheeded, sweep.hold_site};
   }
 }
+
 
 // Replays the run's Python progress rate against what it could have been
 // with parallel GILs (see GilTax in analysis.h), in ns of ideal time.
@@ -767,15 +855,18 @@ class IdealClock {
   double ideal_ns_ = 0;
 };
 
+
 // Records the waiting count after a change at ts. Several changes at one
 // instant collapse into one step, and a step that restores the previous
 // value disappears, so each stored step is a real change. Changes at the
 // window end are dropped: they are where clipping cut the intervals off,
-// not threads that stopped waiting.
-void StepWaiting(std::vector<WaitingStep>& steps, std::uint64_t window_end, std::uint64_t ts,
+// not threads that stopped waiting. With an aggregated timeline (width >
+// 0), a change less than `width` after the last step replaces its count: the
+// series then has at most one step per width.
+void StepWaiting(std::vector<WaitingStep>& steps, std::uint64_t window_end, std::uint64_t width, std::uint64_t ts,
                  std::uint32_t waiting) {
   if (ts >= window_end) return;
-  if (steps.back().ts_ns == ts) {
+  if (steps.back().ts_ns == ts || (width > 0 && steps.size() >= 2 && ts - steps.back().ts_ns < width)) {
     steps.back().waiting = waiting;
     if (steps.size() >= 2 && steps[steps.size() - 2].waiting == waiting) steps.pop_back();
   } else if (steps.back().waiting != waiting) {
@@ -783,52 +874,59 @@ void StepWaiting(std::vector<WaitingStep>& steps, std::uint64_t window_end, std:
   }
 }
 
-// Busy/contended time, holder intervals and the waiting series of every GIL,
-// from one merge of all threads' intervals in time order: O(n log threads),
-// and no array of all boundaries is ever built.
-void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t window_start,
-               std::uint64_t window_end, const std::vector<std::vector<std::uint64_t>>& drop_times,
+// Replays CPython's rule (take_gil: if tstate != last_holder,
+// ++switch_number) for every acquisition read before `before` (all of them
+// when `before` is UINT64_MAX), in time order.
+void ReplayAcquisitions(Shared& shared, std::vector<Sweep>& sweeps, std::uint64_t before) {
+  auto& heap = shared.acquisitions;
+  while (!heap.empty() && (heap.top().ts < before || before == UINT64_MAX)) {
+    const Acquisition a = heap.top();
+    heap.pop();
+    GilStats& gil = (*shared.gils)[a.slot];
+    // CPython's counter covers the GIL's own window only.
+    if (a.ts < gil.start_ns || a.ts > gil.end_ns) continue;
+    Sweep& sweep = sweeps[a.slot];
+    if (a.fixup) {
+      sweep.last_holder = a.tstate;
+      continue;
+    }
+    ++gil.acquisitions;
+    if (a.tstate != sweep.last_holder) {
+      ++gil.switches;
+      sweep.last_holder = a.tstate;
+    }
+  }
+}
+
+// Pulls every thread's intervals through one time-ordered merge: the GILs'
+// busy/contended/hand-off time, holders and waiting series, switch counts,
+// most blocking holds, and the ideal clock of the GIL tax. Drains every
+// stream, so every ThreadStats is complete afterwards.
+void SweepGils(Shared& shared, std::vector<ThreadStream>& streams, const std::vector<GilInfo>& infos,
                IdealClock& ideal, Analysis& analysis) {
-  if (analysis.gils.empty()) return;
   std::vector<Sweep> sweeps(analysis.gils.size());
   for (std::size_t g = 0; g < analysis.gils.size(); ++g) {
-    sweeps[g].last_ts = window_start;
-    // Sized up front: at 10M events, regrowing these vectors costs more
-    // than the sweep itself. Each wait makes at most two steps.
-    const std::uint32_t id = analysis.gils[g].id;
-    if (id < kGilValues && slots[id] == static_cast<int>(g)) {
-      ReserveHuge(analysis.gils[g].holders, counts.HoldingIntervals(id));
-      ReserveHuge(analysis.gils[g].waiting, 2 * counts.WaitingIntervals(id) + 1);
-    }
-    analysis.gils[g].waiting.push_back({window_start, 0});
+    sweeps[g].last_ts = analysis.start_ns;
+    sweeps[g].last_holder = infos[g].holder_tstate_at_start;
+    if (shared.keep_timeline) analysis.gils[g].waiting.push_back({analysis.start_ns, 0});
   }
+  const std::uint64_t window_end = analysis.end_ns;
+  const std::uint64_t width = shared.merge_below_ns;
+  ActivitySeries* activity = shared.activity;
 
-  // Each thread exposes the boundaries of its waiting/holding intervals on
-  // known GILs, a non-decreasing sequence because its intervals are.
-  struct Cursor {
-    std::size_t interval = 0;
-    bool at_end = false;
-  };
-  std::vector<Cursor> cursors(analysis.threads.size());
+  std::vector<bool> at_end(streams.size(), false);
   // Threads forced off a GIL that have not asked again yet: still runnable
   // for the ideal clock (see GilTax).
-  std::vector<bool> forced_off(analysis.threads.size(), false);
-  auto relevant = [&](const StateInterval& iv) { return slots[iv.gil] != kNoSlot; };
-  auto skip_to_relevant = [&](std::size_t thread) {
-    const auto& ivs = analysis.threads[thread].intervals;
-    Cursor& c = cursors[thread];
-    while (c.interval < ivs.size() && !relevant(ivs[c.interval])) ++c.interval;
-    return c.interval < ivs.size();
-  };
+  std::vector<bool> forced_off(streams.size(), false);
   auto boundary = [&](std::size_t thread) {
-    const StateInterval& iv = analysis.threads[thread].intervals[cursors[thread].interval];
-    return cursors[thread].at_end ? iv.end_ns : iv.start_ns;
+    const StateInterval& iv = streams[thread].front();
+    return at_end[thread] ? iv.end_ns : iv.start_ns;
   };
 
   using Entry = std::pair<std::uint64_t, std::uint32_t>;  // (time, thread)
   std::priority_queue<Entry, std::vector<Entry>, std::greater<Entry>> heap;
-  for (std::uint32_t t = 0; t < analysis.threads.size(); ++t) {
-    if (skip_to_relevant(t)) heap.push({boundary(t), t});
+  for (std::uint32_t t = 0; t < streams.size(); ++t) {
+    if (streams[t].NextRelevant()) heap.push({boundary(t), t});
   }
   // The thread that just moved usually comes first again (always, when it
   // is the only one left): it then goes on without a trip through the heap.
@@ -842,15 +940,15 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
     }
     have_next = false;
     const auto [ts, thread] = next;
-    Cursor& c = cursors[thread];
-    const StateInterval& iv = analysis.threads[thread].intervals[c.interval];
-    const auto g = static_cast<std::size_t>(slots[iv.gil]);
+    ReplayAcquisitions(shared, sweeps, ts);
+    const StateInterval iv = streams[thread].front();
+    const auto g = static_cast<std::size_t>(shared.slots[iv.gil]);
     GilStats& gil = analysis.gils[g];
     Sweep& sweep = sweeps[g];
-    Advance(sweep, gil, ts);
+    Advance(sweep, gil, activity, g, ts);
     ideal.Advance(ts);
     const bool holding = iv.state == GilState::kHolding;
-    if (!c.at_end) {
+    if (!at_end[thread]) {
       if (forced_off[thread]) {
         forced_off[thread] = false;  // it was counted as runnable all along
       } else {
@@ -859,8 +957,18 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
       if (holding) {
         if (sweep.holding == 0) ideal.Busy(+1);
         ++sweep.holding;
-        gil.holders.push_back({iv.start_ns, iv.end_ns, thread});
-        FinishHold(sweep, drop_times[g], analysis.threads);
+        sweep.hold_lengths.Add(iv.end_ns - iv.start_ns);
+        if (shared.keep_timeline) {
+          std::vector<HolderInterval>& holders = gil.holders;
+          if (width > 0 && !holders.empty() && iv.end_ns - iv.start_ns < width &&
+              iv.start_ns >= holders.back().end_ns && iv.start_ns - holders.back().end_ns < width &&
+              iv.end_ns - holders.back().start_ns <= kMaxPieceWidths * width) {
+            holders.back().end_ns = std::max(holders.back().end_ns, iv.end_ns);
+          } else {
+            holders.push_back({iv.start_ns, iv.end_ns, thread});
+          }
+        }
+        FinishHold(sweep, shared.drops[g], analysis.threads);
         sweep.hold_open = true;
         sweep.hold_thread = thread;
         sweep.hold_start = iv.start_ns;
@@ -869,9 +977,9 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
         sweep.hold_blocked = 0;
       } else {
         ++sweep.waiting;
-        StepWaiting(gil.waiting, window_end, ts, sweep.waiting);
+        if (shared.keep_timeline) StepWaiting(gil.waiting, window_end, width, ts, sweep.waiting);
       }
-      c.at_end = true;
+      at_end[thread] = true;
     } else {
       // Forced off: stays runnable until its next interval starts.
       if (holding && iv.forced_end) {
@@ -883,16 +991,16 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
         --sweep.holding;
         if (sweep.holding == 0) ideal.Busy(-1);
         if (sweep.hold_open && sweep.hold_thread == thread && sweep.hold_start == iv.start_ns) {
-          FinishHold(sweep, drop_times[g], analysis.threads);
+          FinishHold(sweep, shared.drops[g], analysis.threads);
         }
       } else {
         --sweep.waiting;
-        StepWaiting(gil.waiting, window_end, ts, sweep.waiting);
+        if (shared.keep_timeline) StepWaiting(gil.waiting, window_end, width, ts, sweep.waiting);
       }
-      c.at_end = false;
-      ++c.interval;
+      at_end[thread] = false;
+      streams[thread].PopFront();
     }
-    if (skip_to_relevant(thread)) {
+    if (streams[thread].NextRelevant()) {
       const Entry after{boundary(thread), thread};
       if (heap.empty() || after < heap.top()) {
         next = after;
@@ -906,20 +1014,11 @@ void SweepGils(const GilSlots& slots, const ThreadWalker& counts, std::uint64_t 
       ideal.Runnable(-1);
     }
   }
-  for (std::size_t g = 0; g < sweeps.size(); ++g) FinishHold(sweeps[g], drop_times[g], analysis.threads);
-}
-
-// Median hold of each GIL, from its holder slices.
-void SetGilHoldMedians(Analysis& analysis) {
-  std::vector<std::uint64_t> lengths;
-  for (GilStats& gil : analysis.gils) {
-    lengths.clear();
-    ReserveHuge(lengths, gil.holders.size());
-    for (const HolderInterval& h : gil.holders) {
-      if (h.end_ns > h.start_ns) lengths.push_back(h.end_ns - h.start_ns);
-    }
-    gil.holds = lengths.size();
-    gil.hold_p50_ms = MedianMs(lengths);
+  ReplayAcquisitions(shared, sweeps, UINT64_MAX);
+  for (std::size_t g = 0; g < sweeps.size(); ++g) {
+    FinishHold(sweeps[g], shared.drops[g], analysis.threads);
+    analysis.gils[g].holds = sweeps[g].hold_lengths.count();
+    analysis.gils[g].hold_p50_ms = Ms(sweeps[g].hold_lengths.Percentile(50));
   }
 }
 
@@ -949,28 +1048,28 @@ double Fraction(std::uint64_t part, std::uint64_t whole) {
   return whole == 0 ? 0.0 : static_cast<double>(part) / static_cast<double>(whole);
 }
 
-}  // namespace
 
-const char* GilStateName(GilState state) {
-  switch (state) {
-    case GilState::kReleased:
-      return "released";
-    case GilState::kWaiting:
-      return "waiting";
-    case GilState::kHolding:
-      return "holding";
-  }
-  return "unknown";
-}
+struct WindowOptions {
+  bool keep_timeline = true;
+  std::size_t activity_buckets = 0;  // 0: no activity series
+  std::uint64_t merge_below_ns = 0;
+};
 
-Analysis AnalyzeWindow(const RunTrace& trace, std::uint64_t start_ns, std::uint64_t end_ns) {
+Analysis Run(const EventSource& source, std::uint64_t start_ns, std::uint64_t end_ns, const WindowOptions& options) {
+  const RunTrace& trace = source.meta();
   Analysis analysis;
   analysis.start_ns = start_ns;
   analysis.end_ns = std::max(end_ns, start_ns);
   const std::uint64_t window = analysis.end_ns - analysis.start_ns;
   analysis.wall_s = static_cast<double>(window) / kNsPerSecond;
+  analysis.timeline_merge_below_ns = options.keep_timeline ? options.merge_below_ns : 0;
 
-  const GilSlots slots = MakeGilSlots(trace.gils);
+  Shared shared;
+  shared.window_start = analysis.start_ns;
+  shared.window_end = analysis.end_ns;
+  shared.slots = MakeGilSlots(trace.gils);
+  shared.keep_timeline = options.keep_timeline;
+  shared.merge_below_ns = analysis.timeline_merge_below_ns;
   analysis.gils.resize(trace.gils.size());
   for (std::size_t g = 0; g < trace.gils.size(); ++g) {
     const GilInfo& info = trace.gils[g];
@@ -985,28 +1084,28 @@ Analysis AnalyzeWindow(const RunTrace& trace, std::uint64_t start_ns, std::uint6
     gil.end_ns = std::clamp(info.end_ns != 0 ? info.end_ns : analysis.end_ns, gil.start_ns, analysis.end_ns);
     gil.window_s = static_cast<double>(gil.end_ns - gil.start_ns) / kNsPerSecond;
   }
+  shared.gils = &analysis.gils;
+  shared.drops.resize(trace.gils.size());
+  SiteTable site_table(trace.code, trace.processes, analysis.sites);
+  shared.site_table = &site_table;
+  shared.sites = &analysis.sites;
+  shared.marker_names = &trace.marker_names;
+  shared.markers = &analysis.markers;
+  if (options.activity_buckets > 0) {
+    analysis.activity = ActivitySeries::Geometry(analysis.start_ns, analysis.end_ns, options.activity_buckets);
+    analysis.activity.gils.resize(trace.gils.size());
+    for (ActivitySeries::Gil& g : analysis.activity.gils) {
+      g.busy_ns.assign(analysis.activity.buckets, 0);
+      g.contended_ns.assign(analysis.activity.buckets, 0);
+    }
+    analysis.activity.threads.resize(trace.threads.size());
+    shared.activity = &analysis.activity;
+  }
 
   analysis.events_dropped = trace.dropped_no_slot;
-  // Count first so each list is allocated once (see SweepGils).
-  std::array<std::size_t, kGilValues> acquired_events{};
-  std::vector<std::size_t> thread_acquired(trace.threads.size()), thread_requested(trace.threads.size());
-  for (std::size_t i = 0; i < trace.threads.size(); ++i) {
-    for (const Event& e : trace.threads[i].events) {
-      acquired_events[e.gil] += e.kind == EventKind::kAcquired;
-      thread_acquired[i] += e.kind == EventKind::kAcquired;
-      thread_requested[i] += e.kind == EventKind::kRequest;
-    }
-  }
-  std::vector<std::vector<Acquisition>> acquisitions(trace.gils.size());
-  for (std::size_t g = 0; g < kGilValues; ++g) {
-    if (slots[g] != kNoSlot) ReserveHuge(acquisitions[static_cast<std::size_t>(slots[g])], acquired_events[g]);
-  }
-  std::vector<std::uint64_t> latencies;
-  SiteTable site_table(trace.code, trace.processes, analysis.sites);
-  std::vector<std::vector<std::uint64_t>> drop_times(trace.gils.size());
-  ThreadWalker walker(analysis.start_ns, analysis.end_ns, slots, acquisitions, analysis.gils, latencies,
-                      site_table, analysis.sites, trace.marker_names, analysis.markers, drop_times);
   analysis.threads.resize(trace.threads.size());
+  std::vector<ThreadStream> streams;
+  streams.reserve(trace.threads.size());
   for (std::size_t i = 0; i < trace.threads.size(); ++i) {
     const ThreadTrace& in = trace.threads[i];
     ThreadStats& out = analysis.threads[i];
@@ -1014,36 +1113,25 @@ Analysis AnalyzeWindow(const RunTrace& trace, std::uint64_t start_ns, std::uint6
     out.native_id = in.native_id;
     out.pid = in.pid;
     out.cpu_s = in.cpu_s;
-    analysis.events_recorded += in.events.size();
+    analysis.events_recorded += source.event_count(i);
     analysis.events_dropped += in.dropped;
-    analysis.events_unknown_gil +=
-        walker.Walk(in, static_cast<std::uint32_t>(i), thread_acquired[i], thread_requested[i], out);
-  }
-  walker.ReleaseScratch();
-
-  for (std::size_t g = 0; g < trace.gils.size(); ++g) {
-    // CPython's counter covers the GIL's own window only.
-    std::erase_if(acquisitions[g], [&](const Acquisition& a) {
-      return a.ts < analysis.gils[g].start_ns || a.ts > analysis.gils[g].end_ns;
-    });
-    analysis.gils[g].acquisitions = static_cast<std::uint64_t>(std::count_if(
-        acquisitions[g].begin(), acquisitions[g].end(), [](const Acquisition& a) { return !a.fixup; }));
-    analysis.gils[g].switches = CountSwitches(acquisitions[g], trace.gils[g].holder_tstate_at_start);
-    std::vector<Acquisition>().swap(acquisitions[g]);  // free before the sweep allocates
+    // A whole timeline has at most an interval per event: reserved once, it
+    // never regrows (unused capacity costs address space, not memory).
+    if (options.keep_timeline && shared.merge_below_ns == 0) ReserveHuge(out.intervals, source.event_count(i) + 1);
+    streams.emplace_back(shared, source, i, out);
   }
 
   const int cores = CoresFor(trace.info);
   IdealClock ideal(analysis.start_ns, cores);
-  for (auto& drops : drop_times) std::sort(drops.begin(), drops.end());
-  SweepGils(slots, walker, analysis.start_ns, analysis.end_ns, drop_times, ideal, analysis);
+  SweepGils(shared, streams, trace.gils, ideal, analysis);
   ideal.Advance(analysis.end_ns);
+  for (const ThreadStream& s : streams) analysis.events_unknown_gil += s.unknown_gil();
   for (GilStats& gil : analysis.gils) {
     const std::uint64_t own = gil.end_ns - gil.start_ns;
     gil.busy_fraction = Fraction(gil.busy_ns, own);
     gil.contended_fraction = Fraction(gil.contended_ns, own);
     gil.handoff_fraction = Fraction(gil.handoff_ns, own);
   }
-  SetGilHoldMedians(analysis);
   SetGilTax(analysis, cores, ideal.IdealNs(), analysis.gil_tax);
 
   std::stable_sort(analysis.markers.begin(), analysis.markers.end(), [](const Marker& a, const Marker& b) {
@@ -1054,19 +1142,71 @@ Analysis AnalyzeWindow(const RunTrace& trace, std::uint64_t start_ns, std::uint6
   return analysis;
 }
 
-Analysis Analyze(const RunTrace& trace) {
-  Analysis analysis = AnalyzeWindow(trace, trace.start_ns, trace.end_ns);
-  // The reference way (phase_reference.h): from the timeline kept above,
-  // and one more pass over the events per phase when there are several.
-  analysis.activity = ActivityFromTimeline(analysis, ActivitySeries::kDefaultBuckets);
+}  // namespace
+
+const char* GilStateName(GilState state) {
+  switch (state) {
+    case GilState::kReleased:
+      return "released";
+    case GilState::kWaiting:
+      return "waiting";
+    case GilState::kHolding:
+      return "holding";
+  }
+  return "unknown";
+}
+
+std::uint64_t TimelineMergeWidth(const EventSource& source) {
+  const RunTrace& meta = source.meta();
+  if (source.total_events() <= kExactTimelineEvents || meta.end_ns <= meta.start_ns) return 0;
+  std::uint64_t lanes = 0;
+  for (std::size_t i = 0; i < meta.threads.size(); ++i) lanes += source.event_count(i) > 0;
+  lanes = std::max<std::uint64_t>({lanes, meta.gils.size(), 1});
+  const std::uint64_t window = meta.end_ns - meta.start_ns;
+  // Each lane stores at most about (2 + 1/kMaxPieceWidths) * window / width
+  // pieces (a piece ends at an interval longer than the width, a gap longer
+  // than it, or when it is kMaxPieceWidths widths long).
+  const unsigned __int128 product = static_cast<unsigned __int128>(window) * lanes * 3;
+  return static_cast<std::uint64_t>((product + kTimelinePieces - 1) / kTimelinePieces);
+}
+
+Analysis AnalyzeWindow(const EventSource& source, std::uint64_t start_ns, std::uint64_t end_ns) {
+  return Run(source, start_ns, end_ns, WindowOptions{});
+}
+
+Analysis AnalyzeWindow(const RunTrace& trace, std::uint64_t start_ns, std::uint64_t end_ns) {
+  return AnalyzeWindow(TraceSource(trace), start_ns, end_ns);
+}
+
+Analysis Analyze(const EventSource& source) {
+  const RunTrace& meta = source.meta();
+  WindowOptions whole;
+  whole.activity_buckets = ActivitySeries::kDefaultBuckets;
+  whole.merge_below_ns = TimelineMergeWidth(source);
+  Analysis analysis = Run(source, meta.start_ns, meta.end_ns, whole);
   const std::vector<PhaseSpan> spans = FindPhases(analysis.activity, analysis.markers);
   if (spans.size() == 1) {
     analysis.phases = {WholeRunPhase(analysis, spans.front())};
-  } else {
-    analysis.phases = PhaseFiguresByClipping(trace, spans);
+    return analysis;
+  }
+  // One more pass per phase, each stopping at its phase's end, keeping no
+  // timeline: the same figures as the whole run's, inside the phase.
+  WindowOptions figures_only;
+  figures_only.keep_timeline = false;
+  analysis.phases.reserve(spans.size());
+  for (const PhaseSpan& span : spans) {
+    Analysis a = Run(source, span.start_ns, span.end_ns, figures_only);
+    Phase& p = analysis.phases.emplace_back();
+    p.start_ns = span.start_ns;
+    p.end_ns = span.end_ns;
+    p.source = span.source;
+    p.gils = std::move(a.gils);
+    p.threads = std::move(a.threads);
   }
   return analysis;
 }
+
+Analysis Analyze(const RunTrace& trace) { return Analyze(TraceSource(trace)); }
 
 std::uint64_t TimelineEventCount(const Analysis& analysis) {
   std::uint64_t n = 0;

@@ -1,15 +1,21 @@
-// Turns a recorded run (RunTrace) into the figures every report shows: per
-// thread, how long it held, waited for and did without the GIL; per GIL, how
-// often it changed hands, how busy and how contended it was.
+// Turns a recorded run into the figures every report shows: per thread, how
+// long it held, waited for and did without the GIL; per GIL, how often it
+// changed hands, how busy and how contended it was.
 //
-// Analyze() is a pure function of its input: no I/O, no CPython, no globals,
-// so tests build a RunTrace by hand and check exact numbers. It runs in
-// O(n log n) in the number of events and keeps every waiting and holding
-// interval, because the Chrome-trace writer draws them.
+// Analyze() is a pure function of its input: no I/O beyond the EventSource's
+// cursors, no CPython, no globals, so tests build a RunTrace by hand and
+// check exact numbers. It streams: one time-ordered pass over all threads'
+// events at once (plus one per phase when the run has several), in memory
+// bounded by the number of threads and GILs, not by the number of events
+// (analysis.cc says how). What grows with the run is only the timeline the
+// writers draw, and that is aggregated past kExactTimelineEvents.
 //
 // Beyond the GIL states it attributes time to Python source lines (the
 // kFrame written before each release), collects the markers scripts set, and
 // estimates what the GIL cost the run (GilTax).
+//
+// Percentiles are exact nearest-rank ones up to QuantileSketch::kExactSamples
+// samples per figure, and within QuantileSketch::kRelativeError (1%) beyond.
 //
 // Robustness contract: the input comes from lossy ring buffers, so Analyze()
 // never throws on a malformed stream and never yields a negative duration.
@@ -21,6 +27,7 @@
 #include <string>
 #include <vector>
 
+#include "report/event_source.h"
 #include "report/phases.h"
 #include "report/run_trace.h"
 
@@ -182,8 +189,11 @@ struct ThreadStats {
 
   // The waiting and holding intervals in time order, disjoint and inside
   // the lifetime; the gaps between them are the released time. Released
-  // stretches are not stored: nothing draws them, and at 10M events the
-  // memory matters (they would be a third of the intervals).
+  // stretches are not stored: nothing draws them. With an aggregated
+  // timeline (Analysis::timeline_merge_below_ns > 0) an interval shorter
+  // than the width that starts less than the width after the previous one
+  // is folded into it (until the piece is 8 widths long): the piece then
+  // spans both and shows the state it spent most time in.
   std::vector<StateInterval> intervals;
 };
 
@@ -232,10 +242,12 @@ struct GilStats {
   double contended_fraction = 0;
 
   // Sorted by start. Normally disjoint; they overlap only when dropped
-  // events left two threads apparently holding at once.
+  // events left two threads apparently holding at once. Aggregated as
+  // ThreadStats::intervals are (a folded slice keeps the first thread).
   std::vector<HolderInterval> holders;
   // Sorted by time; the first step is at the window start, each later step
   // changes the count. Threads still waiting at end_ns get no step down.
+  // Aggregated: at most one step per merge width (the count at its end).
   std::vector<WaitingStep> waiting;
 
   // Time nobody held it while a thread waited: the hand-off gap between a
@@ -326,15 +338,38 @@ struct Analysis {
   // least one; a single phase covering the window when nothing changed).
   ActivitySeries activity;
   std::vector<Phase> phases;
+
+  // 0: the timeline lists (ThreadStats::intervals, GilStats::holders and
+  // waiting) hold every interval. Otherwise the run was too long for that
+  // (over kExactTimelineEvents events) and they are aggregated: intervals
+  // shorter than this many ns are folded into their neighbours, so that the
+  // timeline stays under about kTimelinePieces pieces. Every figure is still
+  // computed from every event.
+  std::uint64_t timeline_merge_below_ns = 0;
 };
 
-// The figures of `trace`, its activity series and its phases (each with its
-// own figures: phase_reference.h).
+// Runs of up to this many events keep every interval of the timeline.
+inline constexpr std::uint64_t kExactTimelineEvents = 4'000'000;
+// Pieces an aggregated timeline aims at, all lanes together.
+inline constexpr std::uint64_t kTimelinePieces = 1'000'000;
+
+// The merge width Analyze() uses for `source`: 0 up to kExactTimelineEvents
+// events, else the window times three times the lanes (threads with events,
+// or GILs, whichever are more) over kTimelinePieces.
+std::uint64_t TimelineMergeWidth(const EventSource& source);
+
+// The figures of the run `source` reads, its activity series and its phases
+// (each with its own figures, computed by one more pass over the events per
+// phase when there are several; phase_reference.h is the reference they are
+// tested against).
+Analysis Analyze(const EventSource& source);
+// The same for a trace in memory (TraceSource).
 Analysis Analyze(const RunTrace& trace);
 
-// Analyze() of `trace` as if its recording window were [start_ns, end_ns),
-// without the phase pass (Analysis::activity and Analysis::phases stay
-// empty): what each phase's figures are computed with.
+// Analyze() as if the recording window were [start_ns, end_ns), keeping every
+// interval and without the phase pass (Analysis::activity and
+// Analysis::phases stay empty).
+Analysis AnalyzeWindow(const EventSource& source, std::uint64_t start_ns, std::uint64_t end_ns);
 Analysis AnalyzeWindow(const RunTrace& trace, std::uint64_t start_ns, std::uint64_t end_ns);
 
 // Timeline events a complete trace.json holds: every waiting and holding

@@ -336,7 +336,17 @@ TracePlan PlanChromeTrace(const Analysis& analysis, std::uint64_t max_events) {
       analysis.markers.size() > ChromeTraceWriter::kMaxMarkers ? analysis.markers.size() - ChromeTraceWriter::kMaxMarkers : 0;
   plan.full_events = CountEventsUnmerged(analysis, true);
   plan.events = plan.full_events;
-  if (plan.events <= max_events) return plan;
+  if (plan.events <= max_events && analysis.timeline_merge_below_ns == 0) return plan;
+  if (plan.events <= max_events) {
+    // Analysis aggregated the timeline of a long run already (analysis.h):
+    // no hand-off arrows can be drawn between merged pieces.
+    plan.flows = false;
+    plan.events = CountEventsUnmerged(analysis, false);
+    plan.merge_below_ns = analysis.timeline_merge_below_ns;
+    plan.reason = "the run is too long to draw every interval: analysis merged those shorter than " +
+                  MicrosText(analysis.timeline_merge_below_ns) + ", and hand-off arrows are left out";
+    return plan;
+  }
   plan.flows = false;
   plan.events = CountEventsUnmerged(analysis, false);
   if (plan.events > max_events) {
@@ -370,6 +380,11 @@ TracePlan PlanChromeTrace(const Analysis& analysis, std::uint64_t max_events) {
                 std::to_string(max_events) + "): hand-off arrows left out";
   if (plan.merge_below_ns > 0) {
     plan.reason += ", slices shorter than " + MicrosText(plan.merge_below_ns) + " merged";
+  }
+  if (analysis.timeline_merge_below_ns > 0) {
+    plan.reason += " (analysis had merged intervals shorter than " + MicrosText(analysis.timeline_merge_below_ns) +
+                   " already: the run is too long to keep them all)";
+    plan.merge_below_ns = std::max(plan.merge_below_ns, analysis.timeline_merge_below_ns);
   }
   return plan;
 }

@@ -235,6 +235,10 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
 
   // What trace.json holds: complete, or aggregated to stay loadable (the
   // plan is the one ChromeTraceWriter follows with its default limit).
+  doc["timeline"] = {
+      {"aggregated", analysis.timeline_merge_below_ns > 0},
+      {"merge_below_s", Seconds(analysis.timeline_merge_below_ns)},
+  };
   doc["trace"] = {
       {"file", "trace.json"},
       {"events", plan.events},

@@ -10,19 +10,6 @@
 namespace gilscope::report {
 namespace {
 
-// Adds [from, to) (clipped to the window) to `per_bucket`, whose entry k is
-// bucket `first` + k, each bucket getting the nanoseconds inside it.
-void Spread(const ActivitySeries& s, std::vector<std::uint64_t>& per_bucket, std::size_t first, std::uint64_t from,
-            std::uint64_t to) {
-  from = std::max(from, s.start_ns);
-  to = std::min(to, s.end_ns);
-  for (std::size_t b = s.BucketOf(from); from < to; ++b) {
-    const std::uint64_t edge = std::min(to, s.BucketStart(b + 1));
-    per_bucket[b - first] += edge - from;
-    from = edge;
-  }
-}
-
 // Calls fn(from, to) for each stretch in which the GIL was busy: the union
 // of its holder slices (they overlap only after dropped events) inside its
 // own window, in time order.
@@ -84,8 +71,8 @@ ActivitySeries ActivityFromTimeline(const Analysis& analysis, std::size_t bucket
     // so one forward walk over the steps serves every busy stretch.
     WaitedParts waited(analysis.gils[g].waiting, s.end_ns);
     ForEachBusySpan(analysis.gils[g], [&](std::uint64_t a, std::uint64_t b) {
-      Spread(s, out.busy_ns, 0, a, b);
-      waited.Within(a, b, [&](std::uint64_t from, std::uint64_t to) { Spread(s, out.contended_ns, 0, from, to); });
+      s.Spread(out.busy_ns, 0, a, b);
+      waited.Within(a, b, [&](std::uint64_t from, std::uint64_t to) { s.Spread(out.contended_ns, 0, from, to); });
     });
   }
 
@@ -104,10 +91,10 @@ ActivitySeries ActivityFromTimeline(const Analysis& analysis, std::size_t bucket
     for (std::size_t k = 0; k < ivs.size(); ++k) {
       const StateInterval& iv = ivs[k];
       if (iv.state == GilState::kHolding) {
-        Spread(s, out.held_ns, out.first_bucket, iv.start_ns, iv.end_ns);
+        s.Spread(out.held_ns, out.first_bucket, iv.start_ns, iv.end_ns);
         continue;
       }
-      Spread(s, out.waiting_ns, out.first_bucket, iv.start_ns, iv.end_ns);
+      s.Spread(out.waiting_ns, out.first_bucket, iv.start_ns, iv.end_ns);
       const bool completed = k + 1 < ivs.size() && ivs[k + 1].state == GilState::kHolding &&
                              ivs[k + 1].gil == iv.gil && ivs[k + 1].start_ns == iv.end_ns;
       if (completed) {

@@ -353,6 +353,17 @@ std::uint64_t ActivitySeries::BucketStart(std::size_t b) const {
   return b >= buckets ? end_ns : start_ns + static_cast<std::uint64_t>(b) * bucket_ns;
 }
 
+void ActivitySeries::Spread(std::vector<std::uint64_t>& per_bucket, std::size_t first, std::uint64_t from,
+                            std::uint64_t to) const {
+  from = std::max(from, start_ns);
+  to = std::min(to, end_ns);
+  for (std::size_t b = BucketOf(from); from < to; ++b) {
+    const std::uint64_t edge = std::min(to, BucketStart(b + 1));
+    if (b >= first && b - first < per_bucket.size()) per_bucket[b - first] += edge - from;
+    from = edge;
+  }
+}
+
 std::vector<PhaseSpan> FindPhases(const ActivitySeries& series, const std::vector<Marker>& markers) {
   const std::uint64_t end = std::max(series.end_ns, series.start_ns);
   std::string first_source = "start";

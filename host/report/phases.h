@@ -80,6 +80,11 @@ struct ActivitySeries {
   std::size_t BucketOf(std::uint64_t ns) const;
   // Start of bucket b (b <= buckets; b == buckets gives end_ns).
   std::uint64_t BucketStart(std::size_t b) const;
+  // Adds [from, to), clipped to the window, to `per_bucket`, whose entry k
+  // is bucket `first` + k: each bucket gets the nanoseconds inside it
+  // (buckets outside the vector get nothing).
+  void Spread(std::vector<std::uint64_t>& per_bucket, std::size_t first, std::uint64_t from,
+              std::uint64_t to) const;
 };
 
 // One phase: [start_ns, end_ns). Phases returned by FindPhases() are in time

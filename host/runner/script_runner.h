@@ -96,8 +96,10 @@ inline constexpr int kExitInterrupted = 130;
 // The supervisor: runs the script in a child process (the runner), drains
 // its events into out_dir/events.raw as it goes, and whatever happens to the
 // runner (exit, exception, os._exit, a signal, a timeout, Ctrl-C) returns the
-// run read back from that file, status set. The supervisor itself never
-// starts Python.
+// run's facts read back from that file, status set, with no events (threads
+// carry identity only: a long run's events do not fit in memory; analysis
+// reads them from the file through report::RawFileSource). The supervisor
+// itself never starts Python.
 // Throws UsageError when the run cannot start as asked; std::runtime_error
 // when the host itself cannot work (the hooks are not bound).
 report::RunTrace RunScript(const RunOptions& options);
