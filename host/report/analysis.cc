@@ -99,7 +99,12 @@ GilSlots MakeGilSlots(const std::vector<GilInfo>& gils) {
 // One in-window acquisition, kept until the sweep passes its time to replay
 // CPython's switch counter in acquisition order.
 struct Acquisition {
-  std::uint64_t ts = 0;      // raw event time
+  // The time analysis reads it at (clipped, non-decreasing per thread): the
+  // replay's order. A thread's clock never runs back, but a stream damaged
+  // by dropped events may seem to, and only this time is known to be seen
+  // in order by the sweep.
+  std::uint64_t t = 0;
+  std::uint64_t ts = 0;      // raw event time: CPython's counter window
   std::uint64_t tstate = 0;  // the thread's PyThreadState at that moment
   std::uint32_t thread = 0;
   std::uint32_t slot = 0;    // the GIL's index in Analysis::gils
@@ -115,7 +120,7 @@ struct Acquisition {
 // position).
 struct LaterAcquisition {
   bool operator()(const Acquisition& a, const Acquisition& b) const {
-    return std::tie(a.ts, a.thread, a.seq) > std::tie(b.ts, b.thread, b.seq);
+    return std::tie(a.t, a.thread, a.seq) > std::tie(b.t, b.thread, b.seq);
   }
 };
 
@@ -331,12 +336,9 @@ class ThreadStream {
         replaying_request_ = true;
         Step(Event{e.ts - std::min<std::uint64_t>(e.aux, e.ts), EventKind::kRequest, e.gil, 0, 0}, seq);
         replaying_request_ = false;
-        if (stopped_) continue;
       }
-      Step(e, seq);
-      if (stopped_) {
-        pos_ = len_;  // nothing after this event counts
-      }
+      if (!stopped_) Step(e, seq);
+      if (stopped_) pos_ = len_;  // nothing after this event counts
     }
   }
 
@@ -446,7 +448,7 @@ class ThreadStream {
             if (io_wait_) io_latencies_.Add(t - wait_start_);
           }
           if (slot != kNoSlot) {
-            shared_.acquisitions.push({raw, tstate_, index_, static_cast<std::uint32_t>(slot), seq, false});
+            shared_.acquisitions.push({t, raw, tstate_, index_, static_cast<std::uint32_t>(slot), seq, false});
           }
         }
         acquired_tstate_ = tstate_;
@@ -460,7 +462,7 @@ class ThreadStream {
         const bool voluntary = (e.flags & recorder::kFlagForced) == 0;
         if (inside) ++(voluntary ? out_.voluntary_releases : out_.forced_releases);
         if (inside && slot != kNoSlot && tstate_ != acquired_tstate_) {
-          shared_.acquisitions.push({raw, tstate_, index_, static_cast<std::uint32_t>(slot), seq, true});
+          shared_.acquisitions.push({t, raw, tstate_, index_, static_cast<std::uint32_t>(slot), seq, true});
         }
         if (state_ != GilState::kReleased) {
           // The hold (if it is one) ends here and the frame before this
@@ -764,6 +766,15 @@ class ThreadStream {
   std::array<std::uint64_t, kGilValues> held_by_gil_{};
 };
 
+// A hold over, to be judged for ThreadStats::most_blocking_hold.
+struct FinishedHold {
+  std::uint32_t thread = 0;
+  std::uint64_t start = 0;
+  std::uint64_t end = 0;
+  std::uint64_t blocked = 0;
+  std::uint32_t site = kUnknownSite;
+};
+
 // Per-GIL running state of the sweep line.
 struct Sweep {
   std::uint64_t last_ts = 0;
@@ -776,6 +787,8 @@ struct Sweep {
   std::uint64_t hold_end = 0;
   std::uint32_t hold_site = kUnknownSite;
   std::uint64_t hold_blocked = 0;
+  // Holds over but not judged yet (FinishHold).
+  std::vector<FinishedHold> deferred;
   // CPython's switch counter, replayed.
   std::uint64_t last_holder = 0;
   QuantileSketch hold_lengths;
@@ -804,23 +817,47 @@ void Advance(Sweep& sweep, GilStats& gil, ActivitySeries* activity, std::size_t 
   }
 }
 
-// Ends the sweep's open hold, keeping it as its thread's most blocking hold
-// when it kept the GIL longer after a drop request (ties: others waited
-// longer under it, then the longer hold). `drops`: the GIL's drop-request
-// times not yet passed; those before the hold are forgotten (holds are
-// finished in the order they start).
-void FinishHold(Sweep& sweep, std::multiset<std::uint64_t>& drops, std::vector<ThreadStats>& threads) {
+// Judges a finished hold: it becomes its thread's most blocking hold when it
+// kept the GIL longer after a drop request (ties: others waited longer under
+// it, then the longer hold). `drops`: the GIL's drop requests not yet
+// forgotten, which include every one before the hold's end.
+void JudgeHold(const FinishedHold& h, const std::multiset<std::uint64_t>& drops, std::vector<ThreadStats>& threads) {
+  std::uint64_t unheeded = 0;
+  const auto first = drops.lower_bound(h.start);
+  if (first != drops.end() && *first < h.end) unheeded = h.end - *first;
+  HoldRecord& best = threads[h.thread].most_blocking_hold;
+  const auto key = std::make_tuple(unheeded, h.blocked, h.end - h.start);
+  if (key > std::make_tuple(best.unheeded_ns, best.blocked_ns, best.end_ns - best.start_ns)) {
+    best = HoldRecord{h.start, h.end, h.blocked, unheeded, h.site};
+  }
+}
+
+// Ends the sweep's open hold at sweep time `now` and judges it. A hold that
+// ends after `now` (another thread's hold began inside it: only dropped
+// events make two holders at once) waits until the sweep has passed its end,
+// when every drop request inside it is known. Drop requests before every
+// hold still to be judged are forgotten: holds open in the order they start.
+void FinishHold(Sweep& sweep, std::multiset<std::uint64_t>& drops, std::vector<ThreadStats>& threads,
+                std::uint64_t now) {
+  for (std::size_t k = 0; k < sweep.deferred.size();) {
+    if (sweep.deferred[k].end <= now) {
+      JudgeHold(sweep.deferred[k], drops, threads);
+      sweep.deferred.erase(sweep.deferred.begin() + static_cast<std::ptrdiff_t>(k));
+    } else {
+      ++k;
+    }
+  }
   if (!sweep.hold_open) return;
   sweep.hold_open = false;
-  drops.erase(drops.begin(), drops.lower_bound(sweep.hold_start));
-  std::uint64_t unheeded = 0;
-  if (!drops.empty() && *drops.begin() < sweep.hold_end) unheeded = sweep.hold_end - *drops.begin();
-  HoldRecord& best = threads[sweep.hold_thread].most_blocking_hold;
-  const std::uint64_t length = sweep.hold_end - sweep.hold_start;
-  const auto key = std::make_tuple(unheeded, sweep.hold_blocked, length);
-  if (key > std::make_tuple(best.unheeded_ns, best.blocked_ns, best.end_ns - best.start_ns)) {
-    best = HoldRecord{sweep.hold_start, sweep.hold_end, sweep.hold_blocked, unheeded, sweep.hold_site};
+  const FinishedHold h{sweep.hold_thread, sweep.hold_start, sweep.hold_end, sweep.hold_blocked, sweep.hold_site};
+  if (h.end > now) {
+    sweep.deferred.push_back(h);
+  } else {
+    JudgeHold(h, drops, threads);
   }
+  std::uint64_t keep_from = h.start;
+  for (const FinishedHold& d : sweep.deferred) keep_from = std::min(keep_from, d.start);
+  drops.erase(drops.begin(), drops.lower_bound(keep_from));
 }
 
 
@@ -879,7 +916,7 @@ void StepWaiting(std::vector<WaitingStep>& steps, std::uint64_t window_end, std:
 // when `before` is UINT64_MAX), in time order.
 void ReplayAcquisitions(Shared& shared, std::vector<Sweep>& sweeps, std::uint64_t before) {
   auto& heap = shared.acquisitions;
-  while (!heap.empty() && (heap.top().ts < before || before == UINT64_MAX)) {
+  while (!heap.empty() && (heap.top().t < before || before == UINT64_MAX)) {
     const Acquisition a = heap.top();
     heap.pop();
     GilStats& gil = (*shared.gils)[a.slot];
@@ -968,7 +1005,7 @@ void SweepGils(Shared& shared, std::vector<ThreadStream>& streams, const std::ve
             holders.push_back({iv.start_ns, iv.end_ns, thread});
           }
         }
-        FinishHold(sweep, shared.drops[g], analysis.threads);
+        FinishHold(sweep, shared.drops[g], analysis.threads, ts);
         sweep.hold_open = true;
         sweep.hold_thread = thread;
         sweep.hold_start = iv.start_ns;
@@ -991,7 +1028,7 @@ void SweepGils(Shared& shared, std::vector<ThreadStream>& streams, const std::ve
         --sweep.holding;
         if (sweep.holding == 0) ideal.Busy(-1);
         if (sweep.hold_open && sweep.hold_thread == thread && sweep.hold_start == iv.start_ns) {
-          FinishHold(sweep, shared.drops[g], analysis.threads);
+          FinishHold(sweep, shared.drops[g], analysis.threads, ts);
         }
       } else {
         --sweep.waiting;
@@ -1016,7 +1053,7 @@ void SweepGils(Shared& shared, std::vector<ThreadStream>& streams, const std::ve
   }
   ReplayAcquisitions(shared, sweeps, UINT64_MAX);
   for (std::size_t g = 0; g < sweeps.size(); ++g) {
-    FinishHold(sweeps[g], shared.drops[g], analysis.threads);
+    FinishHold(sweeps[g], shared.drops[g], analysis.threads, UINT64_MAX);
     analysis.gils[g].holds = sweeps[g].hold_lengths.count();
     analysis.gils[g].hold_p50_ms = Ms(sweeps[g].hold_lengths.Percentile(50));
   }

@@ -10,6 +10,8 @@ add_executable(report_tests
   ${CMAKE_CURRENT_LIST_DIR}/report_findings_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/report_html_test.cc
   ${CMAKE_CURRENT_LIST_DIR}/report_phases_test.cc
+  ${CMAKE_CURRENT_LIST_DIR}/report_streaming_test.cc
+  ${CMAKE_CURRENT_LIST_DIR}/reference_analysis.cc
   ${CMAKE_CURRENT_LIST_DIR}/report_writers_test.cc
 )
 target_include_directories(report_tests PRIVATE ${CMAKE_CURRENT_LIST_DIR})
