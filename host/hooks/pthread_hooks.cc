@@ -67,6 +67,7 @@ inline gilscope::hooks::internal::CondSignalFn RealCondSignal() {
 }
 
 std::atomic<gilscope::hooks::BeforeExitFn> g_before_exit{nullptr};
+std::atomic<gilscope::hooks::LockBlockFn> g_on_lock_block{nullptr};
 
 }  // namespace
 
@@ -79,6 +80,7 @@ bool Interposed() {
 }
 
 void SetBeforeExit(BeforeExitFn fn) { g_before_exit.store(fn, std::memory_order_release); }
+void SetOnLockBlock(LockBlockFn fn) { g_on_lock_block.store(fn, std::memory_order_release); }
 
 }  // namespace gilscope::hooks
 
@@ -130,7 +132,13 @@ __attribute__((visibility("default"), hot)) int pthread_cond_signal(pthread_cond
 // watchdog (threads without a slot pay one thread-local load, no clock read).
 __attribute__((visibility("default"))) int sem_wait(sem_t* sem) {
   if (g_hot.real_sem_wait == nullptr) [[unlikely]] ResolveRealFunctions();
+  // A semaphore that is free is taken without blocking: no mark, and no
+  // reason to start the watchdog.
+  if (sem_trywait(sem) == 0) return 0;
   gilscope::recorder::SlotHeader* marked = gilscope::recorder::BeginLockWait();
+  if (marked != nullptr) {
+    if (const auto on_block = g_on_lock_block.load(std::memory_order_acquire)) on_block();
+  }
   const int rc = g_hot.real_sem_wait(sem);
   const int saved_errno = errno;
   gilscope::recorder::EndLockWait(marked);

@@ -14,4 +14,13 @@ bool Interposed();
 using BeforeExitFn = void (*)();
 void SetBeforeExit(BeforeExitFn fn);
 
+// Called by a recorded thread (one with a recorder slot) each time it is
+// about to block in sem_wait (a lock, an event, a join that is not free):
+// what starts the deadlock watchdog only when some thread first blocks, so
+// that a script that never blocks runs with no thread of gilscope's in its
+// process (python 3.12+ warns on fork() in a multi-threaded process). Must
+// be cheap after its first call, and safe from any thread. nullptr: none.
+using LockBlockFn = void (*)();
+void SetOnLockBlock(LockBlockFn fn);
+
 }  // namespace gilscope::hooks

@@ -74,6 +74,7 @@ constexpr double kNsPerMs = 1e6;
 // Events name their GIL with a uint8_t, so 256 GILs at most can be told apart.
 constexpr std::size_t kGilValues = 256;
 constexpr int kNoSlot = -1;
+constexpr const char* kThreadExitName = "<thread exit>";
 // Events a ThreadStream reads from its cursor at a time.
 constexpr std::size_t kReadBatch = 512;
 // An aggregated timeline piece grows to at most this many merge widths, so
@@ -145,6 +146,18 @@ class SiteTable {
       if (p.role == "fork") fork_parent_[p.pid] = p.parent_pid;
     }
     sites_.push_back({"<unknown>", "", 0});
+  }
+
+  // The site of a hold that ended with its thread (kThreadExit, or its
+  // GIL's window closing under it: the process or interpreter ended):
+  // "<thread exit>", created the first time it is needed.
+  std::uint32_t ThreadExitSite() {
+    std::string key = kThreadExitName;
+    key.append(2, '\0');
+    key += "0";
+    const auto [it, inserted] = by_name_.emplace(std::move(key), static_cast<std::uint32_t>(sites_.size()));
+    if (inserted) sites_.push_back({kThreadExitName, "", 0});
+    return it->second;
   }
 
   std::uint32_t Resolve(std::uint32_t pid, std::uint64_t code_id, std::uint32_t line) {
@@ -478,6 +491,7 @@ class ThreadStream {
         break;
       }
       case EventKind::kThreadExit:
+        if (state_ == GilState::kHolding) closing_site_ = shared_.site_table->ThreadExitSite();
         Close(t);
         out_.lifetime_end_ns = t;
         exited_ = true;
@@ -652,6 +666,7 @@ class ThreadStream {
       if (const int slot = shared_.slots[gil_]; slot != kNoSlot) {
         end = std::clamp((*shared_.gils)[static_cast<std::size_t>(slot)].end_ns, cursor_ts_, window_end);
       }
+      if (state_ == GilState::kHolding && end < window_end) closing_site_ = shared_.site_table->ThreadExitSite();
       Close(end);
       out_.lifetime_end_ns = end;
     }

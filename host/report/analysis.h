@@ -52,7 +52,10 @@ struct CodeSite {
 
 // Analysis::sites index of "<unknown>": a hold or release with no kFrame
 // right before its kReleased (a hold cut by the window end, a dropped
-// event, or a run recorded without frames).
+// event, or a run recorded without frames). A hold that ended with its
+// thread (kThreadExit, or its GIL's window closing under it when its
+// process or interpreter ended) goes to the site "<thread exit>" instead,
+// added to Analysis::sites when first needed.
 inline constexpr std::uint32_t kUnknownSite = 0;
 
 // Time attributed to one CodeSite, for ThreadStats::held_by_function and

@@ -1,5 +1,7 @@
 #include "runner/watchdog.h"
 
+#include "hooks/pthread_hooks.h"
+
 #include <Python.h>
 #include <unistd.h>
 
@@ -136,11 +138,44 @@ def describe():
 
 std::string DeadlockFilePath(const std::string& arena_path) { return arena_path + ".deadlock.json"; }
 
+namespace {
+std::atomic<Watchdog*> g_armed{nullptr};
+}  // namespace
+
 Watchdog::Watchdog(recorder::Arena& arena, double after_s) : arena_(arena), after_s_(after_s) {
-  if (after_s_ > 0) thread_ = std::thread([this] { Loop(); });
+  if (after_s_ <= 0) return;
+  owner_ = getpid();
+  g_armed.store(this, std::memory_order_release);
+  hooks::SetOnLockBlock(&Watchdog::OnLockBlock);
+}
+
+void Watchdog::OnLockBlock() {
+  Watchdog* w = g_armed.load(std::memory_order_acquire);
+  // After the first call, one load: started_ stays true.
+  if (w == nullptr || w->started_.load(std::memory_order_acquire)) return;
+  // A forked child inherits the callback, not the thread: it is not watched
+  // (as before: its parent's watchdog looks at the parent's threads only).
+  if (getpid() != w->owner_) return;
+  w->Start();
+}
+
+void Watchdog::Start() {
+  std::lock_guard<std::mutex> lock(start_mutex_);
+  if (closed_ || started_.load(std::memory_order_relaxed)) return;
+  thread_ = std::thread([this] { Loop(); });
+  started_.store(true, std::memory_order_release);
 }
 
 Watchdog::~Watchdog() {
+  if (after_s_ <= 0) return;
+  hooks::SetOnLockBlock(nullptr);
+  Watchdog* self = this;
+  g_armed.compare_exchange_strong(self, nullptr, std::memory_order_acq_rel);
+  {
+    std::lock_guard<std::mutex> lock(start_mutex_);
+    closed_ = true;
+    started_.store(true, std::memory_order_release);
+  }
   stop_.store(true, std::memory_order_relaxed);
   if (thread_.joinable()) thread_.join();
 }

@@ -12,7 +12,10 @@
 // the process with status 3.
 #pragma once
 
+#include <sys/types.h>
+
 #include <atomic>
+#include <mutex>
 #include <thread>
 #include <vector>
 
@@ -20,9 +23,15 @@
 
 namespace gilscope::runner {
 
+// Its thread starts only when a recorded thread of this process first
+// blocks on a lock (hooks::SetOnLockBlock): until then nothing can be
+// deadlocked, and the script's process has no thread it did not start (so
+// os.fork() in a threadless script is not warned about, as under python).
+// One Watchdog per process at a time.
 class Watchdog {
  public:
-  // Starts watching (after_s > 0). PRECONDITION: the interpreter is running.
+  // Watches (after_s > 0) from the first blocking lock wait on. PRECONDITION:
+  // the interpreter is running.
   Watchdog(recorder::Arena& arena, double after_s);
   ~Watchdog();
   Watchdog(const Watchdog&) = delete;
@@ -30,6 +39,9 @@ class Watchdog {
 
  private:
   void Loop();
+  // The hook's callback: starts the thread once, in the process that armed it.
+  static void OnLockBlock();
+  void Start();
   // Whether every live thread of this process has been in one lock wait
   // since at least after_s before now_ns (as first seen by a check).
   bool AllBlockedSince(std::uint64_t now_ns);
@@ -45,6 +57,10 @@ class Watchdog {
   double after_s_;
   std::vector<Seen> seen_;  // by slot; the watchdog thread's only
   std::atomic<bool> stop_{false};
+  std::atomic<bool> started_{false};  // Start() ran (or the watchdog closed)
+  std::mutex start_mutex_;            // Start() against the destructor
+  bool closed_ = false;               // under start_mutex_
+  pid_t owner_ = 0;                   // the process that armed it
   std::thread thread_;
 };
 

@@ -33,6 +33,7 @@ constexpr double kNsPerMs = 1e6;
 // Events name their GIL with a uint8_t, so 256 GILs at most can be told apart.
 constexpr std::size_t kGilValues = 256;
 constexpr int kNoSlot = -1;
+constexpr const char* kThreadExitName = "<thread exit>";
 
 // Maps an event's `gil` value to the index of its GilInfo in RunTrace::gils.
 using GilSlots = std::array<int, kGilValues>;
@@ -114,6 +115,18 @@ class SiteTable {
       if (p.role == "fork") fork_parent_[p.pid] = p.parent_pid;
     }
     sites_.push_back({"<unknown>", "", 0});
+  }
+
+  // The site of a hold that ended with its thread (kThreadExit, or its
+  // GIL's window closing under it: the process or interpreter ended):
+  // "<thread exit>", created the first time it is needed.
+  std::uint32_t ThreadExitSite() {
+    std::string key = kThreadExitName;
+    key.append(2, '\0');
+    key += "0";
+    const auto [it, inserted] = by_name_.emplace(std::move(key), static_cast<std::uint32_t>(sites_.size()));
+    if (inserted) sites_.push_back({kThreadExitName, "", 0});
+    return it->second;
   }
 
   std::uint32_t Resolve(std::uint32_t pid, std::uint64_t code_id, std::uint32_t line) {
@@ -430,6 +443,7 @@ class ThreadWalker {
           break;
         }
         case EventKind::kThreadExit:
+          if (state_ == GilState::kHolding) closing_site_ = site_table_.ThreadExitSite();
           Close(t);
           out.lifetime_end_ns = t;
           exited = true;
@@ -456,6 +470,7 @@ class ThreadWalker {
       if (const int slot = slots_[gil_]; slot != kNoSlot) {
         end = std::clamp(gil_stats_[static_cast<std::size_t>(slot)].end_ns, cursor, window_end_);
       }
+      if (state_ == GilState::kHolding && end < window_end_) closing_site_ = site_table_.ThreadExitSite();
       Close(end);
       out.lifetime_end_ns = end;
     }

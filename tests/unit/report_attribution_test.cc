@@ -60,6 +60,27 @@ TEST(ReportAttribution, HoldsGoToTheFrameBeforeTheirRelease) {
   EXPECT_EQ(total, a.threads[0].held_ns) << "every held nanosecond is attributed somewhere";
 }
 
+// A hold that ends with its thread names "<thread exit>": an exit while
+// holding (T1, 30..50 ms), and a forked child's thread still holding when
+// its GIL's window closed at the child's _exit (T2 on GIL 1, 40..70 ms). A
+// hold cut by the run's own end (T3, 80..100) is still running, so unknown.
+TEST(ReportAttribution, AHoldThatEndsWithItsThreadIsNamedThreadExit) {
+  RunTrace run = EmptyRun(100);
+  run.gils = {Gil(0, 0xA, 0), Gil(1, 0, 0)};
+  run.gils[1].start_ns = At(20);
+  run.gils[1].end_ns = At(70);
+  run.code = {Code(1, "f", "a.py", 1)};
+  run.threads.push_back(Thread("T1", 1, {Tstate(0xA), Request(10), Acquired(10), Frame(1, 3), Released(20, true),
+                                         Request(30), Acquired(30), Exit(50)}));
+  run.threads.push_back(Thread("T2", 2, {Tstate(0xB), Request(40, 1), Acquired(40, 1)}));
+  run.threads.push_back(Thread("T3", 3, {Tstate(0xC), Request(80), Acquired(80)}));
+  const Analysis a = Analyze(run);
+  EXPECT_EQ(Rows(a.threads[0].held_by_function),
+            (std::vector<Row>{{"<thread exit>", "", 0, 20.0}, {"f", "a.py", 3, 10.0}}));
+  EXPECT_EQ(Rows(a.threads[1].held_by_function), (std::vector<Row>{{"<thread exit>", "", 0, 30.0}}));
+  EXPECT_EQ(Rows(a.threads[2].held_by_function), (std::vector<Row>{{"<unknown>", "", 0, 20.0}}));
+}
+
 TEST(ReportAttribution, VoluntaryReleasesGoToTheirCallSite) {
   const Analysis a = Analyze(AttributionRun());
   const std::vector<Row> expected = {{"g", "b.py", 20, 30.0}, {"<unknown>", "", 0, 20.0}, {"f", "a.py", 10, 10.0}};
