@@ -255,6 +255,43 @@ TEST(ProgramTest, DefaultOutputFoldersNameTheModuleAndTheCommand) {
             "-c 'import sys; print(sys.argv)'");
 }
 
+// Python 3.12+ warns when a multi-threaded process forks. gilscope's own
+// thread in the script's process (the deadlock watchdog) starts only when a
+// thread first blocks on a lock, so a script with one thread forks as under
+// python: no warning, the same output. A script that then blocks in a
+// deadlock is still caught (the watchdog starts at its first blocking wait).
+TEST(ProgramTest, ForkInAThreadlessScriptIsNotWarnedAbout) {
+  const fs::path dir = OutDir("prog_fork_warn");
+  Script(dir, "forks.py",
+         "import os, sys, warnings\n"
+         "warnings.simplefilter('always')\n"
+         "pid = os.fork()\n"
+         "if pid == 0:\n"
+         "    os._exit(0)\n"
+         "os.waitpid(pid, 0)\n"
+         "print('forked', file=sys.stderr)\n");
+  const Result py = Shell("cd " + dir.string() + " && " + kPython + " forks.py");
+  const Result gs = Shell("cd " + dir.string() + " && " + kGilscope + " run forks.py --out o");
+  ASSERT_EQ(py.status, 0) << py.output;
+  ASSERT_EQ(gs.status, 0) << gs.output;
+  EXPECT_FALSE(Contains(py.output, "multi-threaded")) << py.output;
+  EXPECT_FALSE(Contains(gs.output, "multi-threaded")) << gs.output;
+  EXPECT_TRUE(Contains(gs.output, "forked")) << gs.output;
+}
+
+TEST(ProgramTest, AThreadWaitingForItsOwnLockIsADeadlock) {
+  const fs::path dir = OutDir("prog_self_deadlock");
+  Script(dir, "self_lock.py",
+         "import threading\n"
+         "lock = threading.Lock()\n"
+         "lock.acquire()\n"
+         "lock.acquire()\n");
+  const Result gs = Shell("cd " + dir.string() + " && " + kGilscope +
+                          " run self_lock.py --out o --deadlock-after 0.5 --timeout 60");
+  EXPECT_EQ(gs.status, 3) << gs.output;
+  EXPECT_TRUE(Contains(gs.output, "deadlock")) << gs.output;
+}
+
 TEST(ProgramTest, ExitStatusesAndMessagesAreThoseOfPython) {
   const fs::path dir = OutDir("prog_status");
   EXPECT_EQ(Gilscope("run --out " + (dir / "a").string() + " -c 'import sys; sys.exit(3)'").status, 3);
