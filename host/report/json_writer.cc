@@ -135,8 +135,9 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
         {"instance", source ? source->instance : -1},
         {"acquisitions", g.acquisitions},
         {"switches", g.switches},
-        {"cpython_switches", g.cpython_switches},
-        {"switches_match", g.switches == g.cpython_switches},
+        // null: CPython's count is unknown (the GIL was never closed).
+        {"cpython_switches", g.cpython_switches_known ? nlohmann::ordered_json(g.cpython_switches) : nullptr},
+        {"switches_match", g.cpython_switches_known ? nlohmann::ordered_json(g.switches == g.cpython_switches) : nullptr},
         {"drop_requests", g.drop_requests},
         {"window_s", g.window_s},
         {"busy_fraction", g.busy_fraction},

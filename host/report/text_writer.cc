@@ -140,16 +140,21 @@ void PrintGils(std::ostream& out, const Style& style, const Analysis& analysis) 
     // The recorded count is checked against CPython's gil->switch_number:
     // a mismatch means the hooks missed (or invented) acquisitions.
     std::string check;
-    if (g.switches == g.cpython_switches) {
-      check = "match";
+    if (!g.cpython_switches_known) {
+      // The window never closed (the process was killed or crashed), so
+      // CPython's counter was not read at its end: nothing to compare.
+      check = "CPython's own count unknown: the GIL was never closed";
+    } else if (g.switches == g.cpython_switches) {
+      check = "CPython counted " + Count(g.cpython_switches) + " (match)";
     } else if (g.switches < g.cpython_switches) {
-      check = "MISMATCH: " + Count(g.cpython_switches - g.switches) + " not recorded";
+      check = "CPython counted " + Count(g.cpython_switches) + " (MISMATCH: " +
+              Count(g.cpython_switches - g.switches) + " not recorded)";
     } else {
-      check = "MISMATCH: " + Count(g.switches - g.cpython_switches) + " more recorded";
+      check = "CPython counted " + Count(g.cpython_switches) + " (MISMATCH: " +
+              Count(g.switches - g.cpython_switches) + " more recorded)";
     }
-    out << "  GIL " << g.id << " (interpreter " << g.interpreter << "): " << Count(g.switches)
-        << " switches, CPython counted " << Count(g.cpython_switches) << " (" << check << "); "
-        << Count(g.drop_requests) << " drop requests; busy " << Percent(g.busy_ns, own)
+    out << "  GIL " << g.id << " (interpreter " << g.interpreter << "): " << Count(g.switches) << " switches, "
+        << check << "; " << Count(g.drop_requests) << " drop requests; busy " << Percent(g.busy_ns, own)
         << "%, contended " << Percent(g.contended_ns, own) << "%";
     // The same figures as report.json's: shares of the GIL's own window,
     // named when it is not the run's (a forked child's, a subinterpreter's).

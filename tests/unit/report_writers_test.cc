@@ -96,6 +96,28 @@ RunTrace HostileRun() {
   return run;
 }
 
+// A crashed process never closes its GIL, so CPython's end count was never
+// read: the reports say the count is unknown instead of a "mismatch" with
+// a count of 0.
+TEST(ReportWriters, AGilNeverClosedHasAnUnknownCPythonCountNotAMismatch) {
+  RunTrace run = SmallRun();
+  run.info.status = "crashed";
+  run.gils[0].end_ns = 0;
+  run.gils[0].cpython_switch_start = 0;
+  run.gils[0].cpython_switch_end = 0;
+  const Analysis a = Analyze(run);
+  EXPECT_FALSE(a.gils[0].cpython_switches_known);
+  EXPECT_EQ(a.gils[0].switches, 3u) << "the recorded switches are still counted";
+  const json doc = json::parse(JsonReport(run));
+  EXPECT_TRUE(doc["gils"][0]["cpython_switches"].is_null()) << doc["gils"][0].dump();
+  EXPECT_TRUE(doc["gils"][0]["switches_match"].is_null()) << doc["gils"][0].dump();
+  const std::string text = TextReport(run);
+  EXPECT_EQ(text.find("MISMATCH"), std::string::npos) << text;
+  EXPECT_NE(text.find("3 switches, CPython's own count unknown: the GIL was never closed"), std::string::npos) << text;
+  // A closed GIL still compares.
+  EXPECT_NE(TextReport(SmallRun()).find("3 switches, CPython counted 3 (match)"), std::string::npos);
+}
+
 TEST(ReportJsonWriter, MatchesGoldenForSmallRun) { ExpectMatchesGolden("report_small.json", JsonReport(SmallRun())); }
 
 TEST(ReportJsonWriter, CarriesTheAnalysisFigures) {
