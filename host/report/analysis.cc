@@ -1131,7 +1131,9 @@ Analysis Run(const EventSource& source, std::uint64_t start_ns, std::uint64_t en
     gil.cpython_switches = info.cpython_switch_end >= info.cpython_switch_start
                                ? info.cpython_switch_end - info.cpython_switch_start
                                : 0;
-    gil.cpython_switches_known = info.end_ns != 0 || info.cpython_switch_end != 0;
+    // A window that closed has an end time (files since version 2 say it);
+    // an open one kept the end count it was given at the start.
+    gil.cpython_switches_known = info.end_ns != 0 || info.cpython_switch_end != info.cpython_switch_start;
     gil.start_ns = std::clamp(info.start_ns != 0 ? info.start_ns : analysis.start_ns, analysis.start_ns,
                               analysis.end_ns);
     gil.end_ns = std::clamp(info.end_ns != 0 ? info.end_ns : analysis.end_ns, gil.start_ns, analysis.end_ns);

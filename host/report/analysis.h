@@ -226,9 +226,10 @@ struct GilStats {
   // cpython_switch_end - cpython_switch_start (0 if the counter went back).
   std::uint64_t cpython_switches = 0;
   // False when CPython's counter was never read at the window's end: the
-  // GIL's window was not closed (its process was killed or crashed) and
-  // nothing recorded an end count. cpython_switches is then 0 and means
-  // nothing: the reports say the count is unknown rather than a mismatch.
+  // GIL's window was not closed (its process was killed or crashed: no end
+  // time, and the end count still the start count it was given when the
+  // window opened). cpython_switches is then 0 and means nothing: the
+  // reports say the count is unknown rather than a mismatch.
   bool cpython_switches_known = true;
   // Timeouts inside the window that set a drop request (kFlagDropRequest).
   std::uint64_t drop_requests = 0;

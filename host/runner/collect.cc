@@ -9,6 +9,7 @@ namespace gilscope::runner {
 void CollectInto(recorder::Arena& arena, std::vector<recorder::ThreadLog> logs,
                  std::uint64_t dropped_no_slot, report::RunTrace& trace) {
   std::uint64_t start = std::numeric_limits<std::uint64_t>::max(), end = 0;
+  bool any_open = false;
   for (std::uint32_t i = 0; i < arena.gil_count(); ++i) {
     recorder::GilRecord& r = arena.gil(i);
     // acquire: pairs with the release that opened or closed the record.
@@ -21,12 +22,24 @@ void CollectInto(recorder::Arena& arena, std::vector<recorder::ThreadLog> logs,
     g.instance = r.instance;
     g.start_ns = r.start_ns;
     g.end_ns = state == recorder::GilRecord::kClosed ? r.end_ns : 0;
+    any_open = any_open || state != recorder::GilRecord::kClosed;
     g.cpython_switch_start = r.switch_start;
     g.cpython_switch_end = r.switch_end;
     g.holder_tstate_at_start = r.holder_tstate_at_start;
     start = std::min(start, g.start_ns);
     end = std::max(end, g.end_ns);
     trace.gils.push_back(g);
+  }
+  // A GIL still open at the end (its process was killed: a timeout, a
+  // crash) never recorded its window's end; the run then lasted until the
+  // supervisor saw its processes end (their records' end_ns), not just to
+  // the last GIL that closed (a run killed in time.sleep would have no
+  // wall time at all).
+  if (any_open) {
+    for (std::uint32_t i = 0; i < arena.process_count(); ++i) {
+      const recorder::ProcessRecord& r = arena.process(i);
+      if (r.state.load(std::memory_order_acquire) == recorder::ProcessRecord::kExited) end = std::max(end, r.end_ns);
+    }
   }
   if (trace.start_ns == 0 && start != std::numeric_limits<std::uint64_t>::max()) trace.start_ns = start;
   if (trace.end_ns == 0) trace.end_ns = end;

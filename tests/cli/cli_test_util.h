@@ -71,9 +71,17 @@ inline nlohmann::json ReadJson(const std::filesystem::path& p) {
 }
 
 // Every GIL of a report changed hands exactly as often as CPython's own
-// switch counter says.
+// switch counter says, where CPython's count is known: a GIL whose process
+// was killed (a pool's terminate() sends its workers SIGTERM) never read it
+// at the end (null). The run's main GIL always closes.
 inline void ExpectSwitchesMatchCpython(const nlohmann::json& rep) {
-  for (const nlohmann::json& g : rep["gils"]) EXPECT_EQ(g["switches"], g["cpython_switches"]) << g.dump();
+  int compared = 0;
+  for (const nlohmann::json& g : rep["gils"]) {
+    if (g["cpython_switches"].is_null()) continue;
+    EXPECT_EQ(g["switches"], g["cpython_switches"]) << g.dump();
+    ++compared;
+  }
+  EXPECT_GE(compared, 1) << "no GIL with CPython's own count: " << rep["gils"].dump();
 }
 
 }  // namespace gilscope::testing
