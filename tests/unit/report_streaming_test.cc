@@ -7,6 +7,8 @@
 // bounded once the run is long enough to aggregate it.
 #include <gtest/gtest.h>
 
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
@@ -17,6 +19,8 @@
 
 #include "reference_analysis.h"
 #include "report/analysis.h"
+#include "report/chrome_trace_writer.h"
+#include "report/json_writer.h"
 #include "report/phase_reference.h"
 #include "report/quantile_sketch.h"
 #include "report/raw_file.h"
@@ -419,6 +423,17 @@ TEST(StreamingAnalysis, ALongRunKeepsItsFiguresAndABoundedTimeline) {
   for (const GilStats& g : got.gils) pieces += g.holders.size() + g.waiting.size();
   EXPECT_LT(pieces, kTimelinePieces * 3 / 2) << "the aggregated timeline must stay near its budget";
   EXPECT_LT(pieces, TimelineEventCount(want) / 2) << "and far below the whole one";
+  // The reports say so: report.json's timeline block (report.html reads it),
+  // and the trace plan's reason (report.txt, trace.json).
+  const nlohmann::ordered_json doc = JsonWriter::ToJson(run, got);
+  EXPECT_EQ(doc["timeline"]["aggregated"], true);
+  EXPECT_DOUBLE_EQ(doc["timeline"]["merge_below_s"].get<double>(),
+                   static_cast<double>(got.timeline_merge_below_ns) / 1e9);
+  const TracePlan plan = PlanChromeTrace(got);
+  EXPECT_TRUE(plan.aggregated());
+  EXPECT_GE(plan.merge_below_ns, got.timeline_merge_below_ns);
+  EXPECT_NE(plan.reason.find("analysis merged"), std::string::npos) << plan.reason;
+  EXPECT_FALSE(JsonWriter::ToJson(SmallRun(), Analyze(SmallRun()))["timeline"]["aggregated"].get<bool>());
 }
 
 TEST(QuantileSketch, IsExactUpToItsSampleLimitAndWithinOnePercentBeyond) {

@@ -1011,10 +1011,16 @@
       ' \u00b7 ' + (ev.recorded || 0).toLocaleString() + ' events recorded, ');
     append(meta, ev.dropped ? el('span', 'warn', ev.dropped.toLocaleString() + ' dropped: figures may be off')
       : (ev.dropped || 0) + ' dropped');
+    const merged = report.timeline && report.timeline.aggregated;
     if (report.trace) {
       append(meta, ' \u00b7 trace.json: ' + report.trace.events.toLocaleString() + ' events' +
         (report.trace.aggregated ? ' (aggregated to stay loadable: ' + report.trace.reason +
-          '; this page shows every interval)' : ''));
+          (merged ? ')' : '; this page shows every interval)') : ''));
+    }
+    if (merged) {
+      append(meta, ' \u00b7 timeline aggregated: the run is too long to keep every interval, so intervals shorter than ' +
+        fmtNs(report.timeline.merge_below_s * 1e9) + ' are merged into their neighbours ' +
+        '(every figure still counts every event)');
     }
   }
 
