@@ -1158,6 +1158,7 @@ Analysis Run(const EventSource& source, std::uint64_t start_ns, std::uint64_t en
   }
 
   analysis.events_dropped = trace.dropped_no_slot;
+  analysis.gils_lost = trace.gils_lost;
   analysis.threads.resize(trace.threads.size());
   std::vector<ThreadStream> streams;
   streams.reserve(trace.threads.size());

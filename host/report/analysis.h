@@ -331,6 +331,9 @@ struct Analysis {
   // threads that found no recorder slot.
   std::uint64_t events_recorded = 0;
   std::uint64_t events_dropped = 0;
+  // GILs not recorded at all (RunTrace::gils_lost): none of their events are
+  // in events_recorded or events_dropped.
+  std::uint64_t gils_lost = 0;
   // Events naming a GIL that is not in RunTrace::gils. They still shape the
   // thread's own figures but feed no GilStats; non-zero means a recorder bug.
   std::uint64_t events_unknown_gil = 0;

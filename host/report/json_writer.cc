@@ -256,6 +256,7 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
       {"recorded", analysis.events_recorded},
       {"dropped", analysis.events_dropped},
       {"unknown_gil", analysis.events_unknown_gil},
+      {"gils_lost", analysis.gils_lost},
   };
   return doc;
 }

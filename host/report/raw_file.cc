@@ -684,6 +684,7 @@ class Indexer {
     });
     run.marker_names = Strings(get(doc, "", "marker_names"), "marker_names");
     run.dropped_no_slot = U64(get(doc, "", "dropped_no_slot"), "dropped_no_slot");
+    if (doc.contains("gils_lost")) run.gils_lost = U64(doc["gils_lost"], "gils_lost");
     if (doc.contains("processes")) {
       EachObject(doc["processes"], "processes", [&](const json& pj, const std::string& p) {
         ProcessInfo proc;

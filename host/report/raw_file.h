@@ -92,7 +92,8 @@
 //                      "holder_tstate_at_start": u64}],
 //                    "code": [{"id": u64, "function": string, "file": string,
 //                      "first_line": int}],
-//                    "marker_names": [string], "dropped_no_slot": u64}
+//                    "marker_names": [string], "dropped_no_slot": u64,
+//                    "gils_lost": u64 (optional, only when not 0)}
 //                   Written once, at the end; if there are several the last
 //                   one wins.
 //   type 4  END     empty. The last record of a finished file: nothing may

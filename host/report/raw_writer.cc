@@ -174,6 +174,7 @@ std::string RunJson(const RunTrace& run) {
   doc["code"] = std::move(code);
   doc["marker_names"] = EncodeStrings(run.marker_names);
   doc["dropped_no_slot"] = run.dropped_no_slot;
+  if (run.gils_lost != 0) doc["gils_lost"] = run.gils_lost;
   // Added after the first files were written: readers treat them as optional.
   doc["processes"] = std::move(processes);
   doc["deadlock"] = std::move(deadlock);

@@ -120,6 +120,10 @@ struct RunTrace {
   Deadlock deadlock;                        // status "deadlock" only
   std::vector<ScriptException> exceptions;  // in the order they happened
   std::uint64_t dropped_no_slot = 0;  // events from threads that found no free recorder slot
+  // GILs the run could not record because its GIL table (recorder::kMaxGils)
+  // was full: a run of more interpreters than that (a test suite starting
+  // hundreds of processes). Their threads' GIL events are missing.
+  std::uint64_t gils_lost = 0;
 };
 
 }  // namespace gilscope::report

@@ -511,6 +511,12 @@ void PrintEvents(std::ostream& out, const Analysis& analysis, const TracePlan& p
         << " events were lost (a full ring buffer, or a thread with no free recorder slot).\n"
         << "  !! Figures above are computed from what was kept and may be off.\n";
   }
+  if (analysis.gils_lost != 0) {
+    out << "  !! " << Count(analysis.gils_lost)
+        << (analysis.gils_lost == 1 ? " GIL was" : " GILs were")
+        << " not recorded: the run had more interpreters (processes, subinterpreters) than gilscope's GIL\n"
+           "  !! table holds; their threads' GIL events are missing from every figure above.\n";
+  }
   if (plan.aggregated()) out << "  trace.json is aggregated to stay loadable: " << plan.reason << ".\n";
   if (analysis.events_unknown_gil != 0) {
     out << "  !! " << Count(analysis.events_unknown_gil)

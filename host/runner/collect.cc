@@ -73,6 +73,8 @@ void CollectInto(recorder::Arena& arena, std::vector<recorder::ThreadLog> logs,
     trace.threads.push_back(std::move(t));
   }
   trace.dropped_no_slot = dropped_no_slot;
+  // relaxed: a counter read once the run's processes are done.
+  trace.gils_lost = arena.header().gils_lost.load(std::memory_order_relaxed);
 }
 
 }  // namespace gilscope::runner

@@ -77,6 +77,36 @@ TEST(ReliabilityTest, SleepEndedByTimeoutReportsItsWallTime) {
   EXPECT_EQ(r.output.find("MISMATCH"), std::string::npos) << r.output;
 }
 
+// A run of more interpreters than the GIL table holds (each forked child's
+// GIL is a new one) records the first ones and counts the rest, in
+// report.json and report.txt: nothing is lost silently.
+TEST(ReliabilityTest, GilsBeyondTheTableAreCountedAsLost) {
+  const fs::path dir = OutDir("gils_lost");
+  constexpr int kChildren = 260;
+  const fs::path s = Script(dir, "forks.py",
+                            "import os\n"
+                            "for _ in range(" + std::to_string(kChildren) + "):\n"
+                            "    pid = os.fork()\n"
+                            "    if pid == 0:\n"
+                            "        os._exit(0)\n"
+                            "    os.waitpid(pid, 0)\n");
+  const auto r = Gilscope("run " + s.string() + " --out " + (dir / "o").string());
+  ASSERT_EQ(r.status, 0) << r.output;
+  const json rep = ReadJson(dir / "o" / "report.json");
+  const auto recorded = rep["gils"].size();
+  const auto lost = rep["events"]["gils_lost"].get<std::uint64_t>();
+  // The parent's GIL and one per child: every one recorded or counted.
+  EXPECT_EQ(recorded + lost, 1u + kChildren) << rep["events"].dump();
+  EXPECT_GT(lost, 0u);
+  const std::string text = gilscope::testing::ReadText(dir / "o" / "report.txt");
+  EXPECT_NE(text.find(std::to_string(lost) + " GILs were not recorded"), std::string::npos) << text;
+  // The saved run says the same when rendered again.
+  fs::remove(dir / "o" / "report.json");
+  const auto again = Gilscope("report " + (dir / "o").string() + " --format json");
+  ASSERT_EQ(again.status, 0) << again.output;
+  EXPECT_EQ(ReadJson(dir / "o" / "report.json")["events"]["gils_lost"].get<std::uint64_t>(), lost);
+}
+
 TEST(ReliabilityTest, LockCycleIsADeadlockNamedWithItsThreads) {
   const fs::path dir = OutDir("deadlock");
   const fs::path s = Script(dir, "cycle.py",

@@ -1011,6 +1011,10 @@
       ' \u00b7 ' + (ev.recorded || 0).toLocaleString() + ' events recorded, ');
     append(meta, ev.dropped ? el('span', 'warn', ev.dropped.toLocaleString() + ' dropped: figures may be off')
       : (ev.dropped || 0) + ' dropped');
+    if (ev.gils_lost) {
+      append(meta, ' \u00b7 ', el('span', 'warn', ev.gils_lost.toLocaleString() +
+        (ev.gils_lost === 1 ? ' GIL' : ' GILs') + ' not recorded (too many interpreters): their events are missing'));
+    }
     const merged = report.timeline && report.timeline.aggregated;
     if (report.trace) {
       append(meta, ' \u00b7 trace.json: ' + report.trace.events.toLocaleString() + ' events' +
