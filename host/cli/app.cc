@@ -175,23 +175,30 @@ fs::path DefaultOutFolder(const python::Program& program) {
   return fs::path("gilscope-out") / fs::path(program.text).stem();
 }
 
-// `run` names exactly one of SCRIPT, -m MODULE and -c COMMAND. With -m or
-// -c, the positional words are all the program's arguments (as after
-// `python -m MODULE`): the first of them landed in `script`.
-void ChooseProgram(RunCommand& cmd, bool has_module, bool has_command) {
-  if (has_module && has_command) throw runner::UsageError("run takes -m MODULE or -c COMMAND, not both");
+// `run` and `compare` name exactly one of SCRIPT, -m MODULE and -c COMMAND.
+// With -m or -c, the positional words are all the program's arguments (as
+// after `python -m MODULE`): the first of them landed in `script`, which is
+// cleared.
+python::Program ChooseProgram(const std::string& verb, std::string& script, std::vector<std::string>& args,
+                              const std::string& module, const std::string& command, bool has_module,
+                              bool has_command) {
+  if (has_module && has_command) throw runner::UsageError(verb + " takes -m MODULE or -c COMMAND, not both");
   if (!has_module && !has_command) {
-    if (cmd.script.empty()) {
-      throw runner::UsageError("run needs what to run: SCRIPT, -m MODULE or -c COMMAND (see gilscope run --help)");
+    if (script.empty()) {
+      throw runner::UsageError(verb + " needs what to run: SCRIPT, -m MODULE or -c COMMAND (see gilscope " + verb +
+                               " --help)");
     }
-    cmd.program = {python::Program::Kind::kScript, cmd.script};
-    return;
+    return {python::Program::Kind::kScript, script};
   }
-  if (has_module && cmd.module.empty()) throw runner::UsageError("-m needs a module name, e.g. -m http.server");
-  cmd.program = has_module ? python::Program{python::Program::Kind::kModule, cmd.module}
-                           : python::Program{python::Program::Kind::kCommand, cmd.command};
-  if (!cmd.script.empty()) cmd.args.insert(cmd.args.begin(), cmd.script);
-  cmd.script.clear();
+  if (has_module && module.empty()) throw runner::UsageError("-m needs a module name, e.g. -m http.server");
+  if (!script.empty()) args.insert(args.begin(), script);
+  script.clear();
+  return has_module ? python::Program{python::Program::Kind::kModule, module}
+                    : python::Program{python::Program::Kind::kCommand, command};
+}
+
+void ChooseProgram(RunCommand& cmd, bool has_module, bool has_command) {
+  cmd.program = ChooseProgram("run", cmd.script, cmd.args, cmd.module, cmd.command, has_module, has_command);
 }
 
 // A saved run's events.raw, opened for streaming (its facts in memory, its
@@ -448,8 +455,13 @@ int Main(int argc, char** argv) {
   std::string compare_out;
   CLI::App* compare_app = app.add_subcommand(
       "compare", "Run SCRIPT N times one after another, then N at once in every mode, and compare");
-  compare_app->add_option("script", compare.script, "The Python script")->required();
-  compare_app->add_option("args", compare.args, "Arguments for the script (put them after --)");
+  compare_app->add_option("script", compare.script, "The Python script");
+  compare_app->add_option("args", compare.args,
+                          "Arguments for the script or module (those starting with - after --)");
+  CLI::Option* compare_module_opt =
+      compare_app->add_option("-m", compare.module, "Compare library module MODULE, as `python -m MODULE`");
+  CLI::Option* compare_command_opt =
+      compare_app->add_option("-c", compare.command, "Compare the Python code COMMAND, as `python -c COMMAND`");
   compare_app->add_option("--instances", compare.instances, "How many copies run at once (default 2)")
       ->check(CLI::Range(1, 64));
   compare_app->add_option("--out", compare_out, "Output folder (default: gilscope-out/<script-stem>-compare)");
@@ -518,10 +530,16 @@ int Main(int argc, char** argv) {
       return RunSuite(suite, SelfExecutable(), std::cout);
     }
     if (*compare_app) {
-      runner::CheckScriptReadable(compare.script);
-      compare.out = compare_out.empty()
-                        ? fs::path("gilscope-out") / (fs::path(compare.script).stem().string() + "-compare")
-                        : fs::path(compare_out);
+      compare.program =
+          ChooseProgram("compare", compare.script, compare.args, compare.module, compare.command,
+                        compare_module_opt->count() > 0, compare_command_opt->count() > 0);
+      if (compare.program.kind == python::Program::Kind::kScript) runner::CheckScriptReadable(compare.script);
+      if (compare_out.empty()) {
+        const fs::path run_default = DefaultOutFolder(compare.program);
+        compare.out = run_default.parent_path() / (run_default.filename().string() + "-compare");
+      } else {
+        compare.out = compare_out;
+      }
       return RunCompare(compare, SelfExecutable(), std::cout);
     }
     return kExitUsage;

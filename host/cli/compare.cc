@@ -125,11 +125,29 @@ ModeResult ReadModeResult(const std::string& mode, const fs::path& folder, int e
   return r;
 }
 
+std::vector<std::string> ProgramWords(const CompareOptions& options) {
+  switch (options.program.kind) {
+    case python::Program::Kind::kModule:
+      return {"-m", options.program.text};
+    case python::Program::Kind::kCommand:
+      return {"-c", options.program.text};
+    case python::Program::Kind::kScript:
+      break;
+  }
+  return {options.program.text};
+}
+
+std::string ProgramLabel(const CompareOptions& options) {
+  const std::vector<std::string> words = ProgramWords(options);
+  return words.size() == 1 ? words[0] : words[0] + " " + words[1];
+}
+
 ordered_json CompareJson(const CompareOptions& options, const ModeResult& sequential,
                          const std::vector<ModeResult>& modes) {
   ordered_json j;
   j["schema_version"] = 1;
-  j["script"] = options.script;
+  // What ran, as `gilscope run` was given it ("-m http.server" for a module).
+  j["script"] = ProgramLabel(options);
   j["args"] = options.args;
   j["instances"] = options.instances;
   j["sequential_wall_s"] = sequential.wall_s;
@@ -159,7 +177,7 @@ ordered_json CompareJson(const CompareOptions& options, const ModeResult& sequen
 void WriteCompareTable(const CompareOptions& options, const ModeResult& sequential,
                        const std::vector<ModeResult>& modes, std::ostream& out) {
   const ModeResult* threads = Find(modes, "threads");
-  out << "gilscope compare: " << options.script << ", " << options.instances << " instances\n\n";
+  out << "gilscope compare: " << ProgramLabel(options) << ", " << options.instances << " instances\n\n";
   out << std::left << std::setw(24) << "mode" << std::right << std::setw(9) << "wall s" << std::setw(12)
       << "vs sequent." << std::setw(12) << "vs threads" << std::setw(6) << "GILs" << std::setw(12)
       << "GILs busy" << std::setw(13) << "contended" << std::setw(9) << "CPU s" << "  status\n";
@@ -191,8 +209,12 @@ int RunCompare(const CompareOptions& options, const fs::path& self, std::ostream
     progress << "compare: [" << index << "/" << total << "] " << mode << " x" << options.instances << " ..."
              << std::flush;
     const auto start = std::chrono::steady_clock::now();
-    std::vector<std::string> args = {"run", options.script, "--mode", mode, "--instances",
-                                     std::to_string(options.instances), "--out", folder.string()};
+    std::vector<std::string> args = {"run"};
+    for (std::string& word : ProgramWords(options)) args.push_back(std::move(word));
+    for (std::string word : {std::string("--mode"), mode, std::string("--instances"),
+                             std::to_string(options.instances), std::string("--out"), folder.string()}) {
+      args.push_back(std::move(word));
+    }
     args.insert(args.end(), options.extra_run_flags.begin(), options.extra_run_flags.end());
     args.push_back("--");
     args.insert(args.end(), options.args.begin(), options.args.end());

@@ -13,10 +13,17 @@
 
 #include <nlohmann/json.hpp>
 
+#include "python/interpreter.h"
+
 namespace gilscope::cli {
 
 struct CompareOptions {
+  // What runs, as `gilscope run` takes it: SCRIPT, -m MODULE or -c COMMAND
+  // (program; the command line's words land in script, module and command).
+  python::Program program;
   std::string script;
+  std::string module;
+  std::string command;
   std::vector<std::string> args;
   int instances = 2;
   std::filesystem::path out;
@@ -36,6 +43,12 @@ struct ModeResult {
   double speedup_bound = 0;       // gil_tax.speedup_bound, when present
   std::filesystem::path folder;
 };
+
+// What compare hands each `gilscope run`: {SCRIPT}, {"-m", MODULE} or
+// {"-c", COMMAND}.
+std::vector<std::string> ProgramWords(const CompareOptions& options);
+// The same for people: the script's path, "-m MODULE" or "-c COMMAND".
+std::string ProgramLabel(const CompareOptions& options);
 
 // Reads one run's report.json into a ModeResult (status "failed" if missing).
 ModeResult ReadModeResult(const std::string& mode, const std::filesystem::path& folder, int exit_code);

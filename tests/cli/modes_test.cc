@@ -165,6 +165,44 @@ TEST(ModesTest, CompareWritesEveryModeAndTheBaseline) {
   EXPECT_NE(r.output.find("sequential (baseline)"), std::string::npos) << r.output;
 }
 
+// compare takes what run takes: -c COMMAND and -m MODULE, their arguments
+// after --, run as python would in every mode.
+TEST(ModesTest, CompareRunsACommandOrAModuleInEveryMode) {
+  constexpr long long kN = 300000;
+  const std::string code = "import sys; n = int(sys.argv[1]); print('sum', sum(i * i for i in range(n)))";
+  const fs::path out = OutDir("compare_c");
+  const auto r = Gilscope("compare -c " + gilscope::testing::Quoted(code) + " --out " + out.string() + " -- " +
+                          std::to_string(kN));
+  ASSERT_EQ(r.status, 0) << r.output;
+  const json c = ReadJson(out / "compare.json");
+  EXPECT_EQ(c["script"], "-c " + code);
+  EXPECT_EQ(c["args"], json::array({std::to_string(kN)}));
+  // Each of the two instances printed the sum its argument asks for (two
+  // threads' prints may interleave: the number is looked for, not the line).
+  const std::string expected = std::to_string((kN - 1) * kN * (2 * kN - 1) / 6);
+  ASSERT_FALSE(c["modes"].empty());
+  for (const json& m : c["modes"]) {
+    EXPECT_EQ(m["status"], "ok") << m.dump();
+    const std::string log = gilscope::testing::ReadText(out / m["mode"].get<std::string>() / "run.log");
+    const auto first = log.find(expected);
+    ASSERT_NE(first, std::string::npos) << m["mode"] << ": " << log;
+    EXPECT_NE(log.find(expected, first + 1), std::string::npos) << m["mode"] << ": " << log;
+  }
+
+  const fs::path module_out = OutDir("compare_m");
+  const auto rm = Gilscope("compare -m timeit --instances 2 --out " + module_out.string() +
+                           " -- -n 2 -r 1 'sum(range(1000))'");
+  ASSERT_EQ(rm.status, 0) << rm.output;
+  const json cm = ReadJson(module_out / "compare.json");
+  EXPECT_EQ(cm["script"], "-m timeit");
+  for (const json& m : cm["modes"]) {
+    EXPECT_EQ(m["status"], "ok") << m.dump();
+    const std::string log = gilscope::testing::ReadText(module_out / m["mode"].get<std::string>() / "run.log");
+    EXPECT_NE(log.find("2 loops, best of 1"), std::string::npos) << m["mode"] << ": " << log;
+  }
+  EXPECT_EQ(Gilscope("compare -m timeit -c pass --out " + module_out.string()).status, 2);
+}
+
 // held_by_function in subinterpreters: the frame probe runs on every
 // interpreter, and each drains its own code names before it ends.
 TEST(ModesTest, SubinterpreterWorkersAreAttributedToTheirFunction) {
