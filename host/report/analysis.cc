@@ -271,6 +271,76 @@ class SiteTotals {
   std::unordered_map<std::uint32_t, std::uint64_t> ns_;
 };
 
+// The markers an analysis keeps, in memory bounded by kMaxKeptMarkers and
+// the run's length, not by how many markers the script set: the first
+// kMaxKeptMarkers in report order, in a heap whose top is the latest of
+// them, and aside, the later ones that may set a phase boundary (outermost
+// regions of 100 ms or more: one per 100 ms per thread at most, as a
+// thread's outermost regions do not overlap).
+class MarkerKeeper {
+ public:
+  void Add(Marker m) {
+    Keyed k{std::move(m), met_++};
+    if (kept_.size() < kMaxKeptMarkers) {
+      kept_.push_back(std::move(k));
+      std::push_heap(kept_.begin(), kept_.end(), Earlier);
+      return;
+    }
+    if (Earlier(k, kept_.front())) {
+      std::pop_heap(kept_.begin(), kept_.end(), Earlier);
+      std::swap(k, kept_.back());
+      std::push_heap(kept_.begin(), kept_.end(), Earlier);
+    }
+    ++left_out_;
+    if (MaySetPhaseBoundary(k.marker)) aside_.push_back(std::move(k));
+  }
+
+  std::uint64_t left_out() const { return left_out_; }
+
+  // The kept markers in report order, into `markers`. When markers that
+  // may set a phase boundary were set aside, and `for_phases` is given, it
+  // gets every such marker, kept or set aside, in that order (FindPhases
+  // reads nothing else), and Finish returns true.
+  bool Finish(std::vector<Marker>& markers, std::vector<Marker>* for_phases) {
+    std::sort_heap(kept_.begin(), kept_.end(), Earlier);
+    const bool aside = for_phases != nullptr && !aside_.empty();
+    if (aside) {
+      std::vector<Keyed> all;
+      for (const Keyed& k : kept_) {
+        if (MaySetPhaseBoundary(k.marker)) all.push_back(k);
+      }
+      for (Keyed& k : aside_) all.push_back(std::move(k));
+      std::sort(all.begin(), all.end(), Earlier);
+      for (Keyed& k : all) for_phases->push_back(std::move(k.marker));
+    }
+    markers.clear();
+    markers.reserve(kept_.size());
+    for (Keyed& k : kept_) markers.push_back(std::move(k.marker));
+    kept_.clear();
+    aside_.clear();
+    return aside;
+  }
+
+ private:
+  struct Keyed {
+    Marker marker;
+    std::uint64_t met = 0;  // the order Add saw it in
+  };
+  // Report order: start, thread, outer region first, then the order met
+  // (what a stable sort of every marker gives).
+  static bool Earlier(const Keyed& a, const Keyed& b) {
+    if (a.marker.start_ns != b.marker.start_ns) return a.marker.start_ns < b.marker.start_ns;
+    if (a.marker.thread != b.marker.thread) return a.marker.thread < b.marker.thread;
+    if (a.marker.depth != b.marker.depth) return a.marker.depth < b.marker.depth;
+    return a.met < b.met;
+  }
+
+  std::vector<Keyed> kept_;
+  std::vector<Keyed> aside_;
+  std::uint64_t met_ = 0;
+  std::uint64_t left_out_ = 0;
+};
+
 // What every thread's stream feeds besides its own ThreadStats.
 struct Shared {
   std::uint64_t window_start = 0;
@@ -280,7 +350,7 @@ struct Shared {
   SiteTable* site_table = nullptr;
   const std::vector<CodeSite>* sites = nullptr;
   const std::vector<std::string>* marker_names = nullptr;
-  std::vector<Marker>* markers = nullptr;
+  MarkerKeeper* markers = nullptr;
   // Acquisitions read but not yet replayed, earliest on top.
   std::priority_queue<Acquisition, std::vector<Acquisition>, LaterAcquisition> acquisitions;
   // In-window drop requests by GIL slot, read but not yet passed by the sweep.
@@ -518,8 +588,8 @@ class ThreadStream {
     switch (e.kind) {
       case EventKind::kMark:
         if (t >= window_start) {
-          shared_.markers->push_back({MarkerName(e.aux), index_, t, t, false, false,
-                                      static_cast<std::uint32_t>(regions_.size())});
+          shared_.markers->Add({MarkerName(e.aux), index_, t, t, false, false,
+                                static_cast<std::uint32_t>(regions_.size())});
         }
         break;
       case EventKind::kRegionBegin:
@@ -533,7 +603,7 @@ class ThreadStream {
           regions_.pop_back();
           if (t >= window_start) {
             m.end_ns = std::max(t, m.start_ns);
-            shared_.markers->push_back(std::move(m));
+            shared_.markers->Add(std::move(m));
           }
         }
         break;
@@ -678,7 +748,7 @@ class ThreadStream {
       regions_.pop_back();
       m.end_ns = std::max(m.start_ns, out_.lifetime_end_ns);
       m.open = true;
-      shared_.markers->push_back(std::move(m));
+      shared_.markers->Add(std::move(m));
     }
     out_.io_waits = io_latencies_.count();
     out_.io_wait_p50_ms = Ms(io_latencies_.Percentile(50));
@@ -1102,6 +1172,11 @@ double Fraction(std::uint64_t part, std::uint64_t whole) {
 
 
 struct WindowOptions {
+  // When some markers were left out (Analysis::markers_left_out), every
+  // marker FindPhases reads, kept or not, goes here (MarkerKeeper::Finish),
+  // and phase_markers_set says so.
+  std::vector<Marker>* phase_markers = nullptr;
+  bool* phase_markers_set = nullptr;
   bool keep_timeline = true;
   std::size_t activity_buckets = 0;  // 0: no activity series
   std::uint64_t merge_below_ns = 0;
@@ -1145,7 +1220,8 @@ Analysis Run(const EventSource& source, std::uint64_t start_ns, std::uint64_t en
   shared.site_table = &site_table;
   shared.sites = &analysis.sites;
   shared.marker_names = &trace.marker_names;
-  shared.markers = &analysis.markers;
+  MarkerKeeper markers;
+  shared.markers = &markers;
   if (options.activity_buckets > 0) {
     analysis.activity = ActivitySeries::Geometry(analysis.start_ns, analysis.end_ns, options.activity_buckets);
     analysis.activity.gils.resize(trace.gils.size());
@@ -1190,11 +1266,9 @@ Analysis Run(const EventSource& source, std::uint64_t start_ns, std::uint64_t en
   }
   SetGilTax(analysis, cores, ideal.IdealNs(), analysis.gil_tax);
 
-  std::stable_sort(analysis.markers.begin(), analysis.markers.end(), [](const Marker& a, const Marker& b) {
-    if (a.start_ns != b.start_ns) return a.start_ns < b.start_ns;
-    if (a.thread != b.thread) return a.thread < b.thread;
-    return a.depth < b.depth;
-  });
+  analysis.markers_left_out = markers.left_out();
+  const bool set = markers.Finish(analysis.markers, options.phase_markers);
+  if (options.phase_markers_set != nullptr) *options.phase_markers_set = set;
   return analysis;
 }
 
@@ -1239,8 +1313,13 @@ Analysis Analyze(const EventSource& source) {
   WindowOptions whole;
   whole.activity_buckets = ActivitySeries::kDefaultBuckets;
   whole.merge_below_ns = TimelineMergeWidth(source);
+  std::vector<Marker> phase_markers;
+  bool phase_markers_set = false;
+  whole.phase_markers = &phase_markers;
+  whole.phase_markers_set = &phase_markers_set;
   Analysis analysis = Run(source, meta.start_ns, meta.end_ns, whole);
-  const std::vector<PhaseSpan> spans = FindPhases(analysis.activity, analysis.markers);
+  const std::vector<PhaseSpan> spans =
+      FindPhases(analysis.activity, phase_markers_set ? phase_markers : analysis.markers);
   if (spans.size() == 1) {
     analysis.phases = {WholeRunPhase(analysis, spans.front())};
     return analysis;

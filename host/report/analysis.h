@@ -23,6 +23,7 @@
 // by a dropped event is bridged by trusting the next event (see analysis.cc).
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -283,6 +284,10 @@ struct Marker {
   std::uint32_t depth = 0;
 };
 
+// The most markers an analysis keeps (Analysis::markers); as many as
+// trace.json draws (ChromeTraceWriter::kMaxMarkers).
+inline constexpr std::size_t kMaxKeptMarkers = 100'000;
+
 // What the GIL cost the run, in one estimate.
 //
 // ideal_wall_s models the run with every GIL's Python work able to run in
@@ -342,8 +347,12 @@ struct Analysis {
   // {"<unknown>", "", 0}. A kFrame whose code id is not in RunTrace::code
   // names "<unknown>" with its line.
   std::vector<CodeSite> sites;
-  // In time order (ties: thread, then outer region first).
+  // The first kMaxKeptMarkers markers the script set in the window, in time
+  // order (ties: thread, then outer region first); markers_left_out counts
+  // the later ones (a script marking in a hot loop sets millions). Phases
+  // still see every region that may set a boundary (MaySetPhaseBoundary).
   std::vector<Marker> markers;
+  std::uint64_t markers_left_out = 0;
   GilTax gil_tax;
 
   // The run's activity per time bucket, and the phases found in it (at

@@ -333,7 +333,9 @@ TracePlan PlanChromeTrace(const Analysis& analysis, std::uint64_t max_events) {
   TracePlan plan;
   plan.max_events = max_events;
   plan.markers_omitted =
-      analysis.markers.size() > ChromeTraceWriter::kMaxMarkers ? analysis.markers.size() - ChromeTraceWriter::kMaxMarkers : 0;
+      (analysis.markers.size() > ChromeTraceWriter::kMaxMarkers ? analysis.markers.size() - ChromeTraceWriter::kMaxMarkers
+                                                                 : 0) +
+      analysis.markers_left_out;
   plan.full_events = CountEventsUnmerged(analysis, true);
   plan.events = plan.full_events;
   if (plan.events <= max_events && analysis.timeline_merge_below_ns == 0) return plan;

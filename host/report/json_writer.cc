@@ -10,7 +10,8 @@ namespace gilscope::report {
 namespace {
 
 // A run can set markers in a hot loop; report.json keeps the first ones and
-// says how many it left out (trace.json and report.html draw them all).
+// says how many it left out (trace.json and report.html draw all that the
+// analysis kept: the first kMaxKeptMarkers).
 constexpr std::size_t kMaxJsonMarkers = 10'000;
 
 nlohmann::ordered_json SiteTimes(const std::vector<SiteTime>& times, const char* seconds_key) {
@@ -232,7 +233,7 @@ nlohmann::ordered_json JsonWriter::ToJson(const RunTrace& trace, const Analysis&
                        {"open", m.open}});
   }
   doc["markers"] = std::move(markers);
-  doc["markers_omitted"] = analysis.markers.size() - kept;
+  doc["markers_omitted"] = analysis.markers.size() - kept + analysis.markers_left_out;
 
   // What trace.json holds: complete, or aggregated to stay loadable (the
   // plan is the one ChromeTraceWriter follows with its default limit).

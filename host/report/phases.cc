@@ -304,9 +304,7 @@ std::vector<Boundary> RegionBoundaries(const ActivitySeries& s, const std::vecto
                                        std::string& first_source) {
   std::vector<const Marker*> regions;
   for (const Marker& m : markers) {
-    if (m.region && m.depth == 0 && m.end_ns > m.start_ns && m.end_ns - m.start_ns >= kMinPhaseNs) {
-      regions.push_back(&m);
-    }
+    if (MaySetPhaseBoundary(m)) regions.push_back(&m);
   }
   std::stable_sort(regions.begin(), regions.end(), [](const Marker* x, const Marker* y) {
     return x->end_ns - x->start_ns > y->end_ns - y->start_ns;
@@ -332,6 +330,10 @@ std::vector<Boundary> RegionBoundaries(const ActivitySeries& s, const std::vecto
 }
 
 }  // namespace
+
+bool MaySetPhaseBoundary(const Marker& m) {
+  return m.region && m.depth == 0 && m.end_ns > m.start_ns && m.end_ns - m.start_ns >= kMinPhaseNs;
+}
 
 ActivitySeries ActivitySeries::Geometry(std::uint64_t start_ns, std::uint64_t end_ns, std::size_t requested) {
   ActivitySeries s;

@@ -98,6 +98,11 @@ struct PhaseSpan {
   std::string source;
 };
 
+// Whether FindPhases may read `m` at all: an outermost region at least as
+// long as a phase (100 ms). Markers for which this is false never move a
+// boundary, so an analysis that keeps only some markers keeps these too.
+bool MaySetPhaseBoundary(const Marker& m);
+
 // Cuts the series' window into phases. Never returns an empty list: a run in
 // which nothing changes is one phase, the whole window. `markers`: the run's
 // markers (Analysis::markers), whose outermost regions may set boundaries.

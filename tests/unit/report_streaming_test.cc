@@ -436,6 +436,48 @@ TEST(StreamingAnalysis, ALongRunKeepsItsFiguresAndABoundedTimeline) {
   EXPECT_FALSE(JsonWriter::ToJson(SmallRun(), Analyze(SmallRun()))["timeline"]["aggregated"].get<bool>());
 }
 
+// A script marking in a hot loop: the analysis keeps the first
+// kMaxKeptMarkers markers, the same as the first of the reference's (which
+// keeps them all), counts the rest, and still cuts the run at a long region
+// it did not keep.
+TEST(StreamingAnalysis, KeepsTheFirstMarkersAndEveryRegionThatSetsAPhase) {
+  RunTrace run = EchoPhasesRun();
+  run.marker_names = {"tick", "slow part"};
+  const std::size_t marks = kMaxKeptMarkers + 5'000;
+  std::vector<Event> ev;
+  ev.reserve(marks + 3);
+  for (std::size_t i = 0; i < marks; ++i) ev.push_back(Event{kStart + 1 + i * 1'000, EventKind::kMark, 0, 0, 0});
+  ev.push_back(RegionBegin(300, 1));  // after every mark: not among the kept
+  ev.push_back(RegionEnd(700, 1));
+  ev.push_back(Exit(1900));
+  run.threads.push_back(Thread("marker", 9, std::move(ev)));
+
+  const Analysis got = Analyze(run);
+  const Analysis want = ReferenceAnalyzeWindow(run, run.start_ns, run.end_ns);
+  ASSERT_EQ(want.markers.size(), marks + 1);
+  ASSERT_EQ(got.markers.size(), kMaxKeptMarkers);
+  EXPECT_EQ(got.markers_left_out, want.markers.size() - kMaxKeptMarkers);
+  for (std::size_t k = 0; k < got.markers.size(); ++k) {
+    ASSERT_EQ(got.markers[k].start_ns, want.markers[k].start_ns) << "marker " << k;
+    ASSERT_EQ(got.markers[k].name, want.markers[k].name) << "marker " << k;
+    ASSERT_EQ(got.markers[k].thread, want.markers[k].thread) << "marker " << k;
+  }
+  // The phases are what every marker makes of the run's activity.
+  const std::vector<PhaseSpan> spans = FindPhases(got.activity, want.markers);
+  ASSERT_EQ(got.phases.size(), spans.size());
+  bool cut_at_region = false;
+  for (std::size_t p = 0; p < spans.size(); ++p) {
+    EXPECT_EQ(got.phases[p].start_ns, spans[p].start_ns) << "phase " << p;
+    EXPECT_EQ(got.phases[p].end_ns, spans[p].end_ns) << "phase " << p;
+    EXPECT_EQ(got.phases[p].source, spans[p].source) << "phase " << p;
+    cut_at_region = cut_at_region || (got.phases[p].source == "region slow part" && got.phases[p].start_ns == At(300));
+  }
+  EXPECT_TRUE(cut_at_region) << "the region left out of the markers must still start a phase";
+  // The reports count what they do not show.
+  EXPECT_EQ(JsonWriter::ToJson(run, got)["markers_omitted"].get<std::uint64_t>(), want.markers.size() - 10'000);
+  EXPECT_EQ(PlanChromeTrace(got).markers_omitted, got.markers_left_out);
+}
+
 TEST(QuantileSketch, IsExactUpToItsSampleLimitAndWithinOnePercentBeyond) {
   std::mt19937_64 rng(5);
   std::lognormal_distribution<double> latency(10.0, 2.0);  // ns: ~20 us median, long tail
